@@ -1,0 +1,160 @@
+//! The JSON bodies PixelPatrol sends. The server builds its requests from these
+//! same types, so a receiver that parses with them reads exactly what was sent.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The events an endpoint can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// New media was submitted for moderation.
+    #[serde(rename = "media.created")]
+    MediaCreated,
+    /// Moderation of a media item completed (automatically or by review).
+    #[serde(rename = "media.moderated")]
+    MediaModerated,
+    /// A test event sent on request to check an endpoint.
+    #[serde(rename = "test.webhook")]
+    TestWebhook,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 3] = [
+        EventType::MediaCreated,
+        EventType::MediaModerated,
+        EventType::TestWebhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::MediaCreated => "media.created",
+            EventType::MediaModerated => "media.moderated",
+            EventType::TestWebhook => "test.webhook",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type {0:?}; expected one of media.created, media.moderated, test.webhook")]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .into_iter()
+            .find(|event| event.as_str() == s)
+            .ok_or_else(|| UnknownEventType(s.to_string()))
+    }
+}
+
+/// The envelope of every webhook body: `{"id", "event", "created_at", "data"}`.
+///
+/// `id` identifies the event: it is the same on every retry and for every
+/// endpoint, so use it to deduplicate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEvent<T = serde_json::Value> {
+    pub id: String,
+    pub event: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub data: T,
+}
+
+impl WebhookEvent {
+    /// The event name parsed, if it is one this library knows.
+    pub fn event_type(&self) -> Result<EventType, UnknownEventType> {
+        self.event.parse()
+    }
+
+    /// Reads `data` as the typed payload of its event.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.data)
+    }
+}
+
+/// `data` of `media.created`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaCreated {
+    pub media_id: String,
+    pub site_id: String,
+    /// Always `pending`.
+    pub status: String,
+    pub app_media_id: Option<String>,
+    /// `text`, `image` or `video`.
+    pub content_type: String,
+    pub metadata: serde_json::Value,
+    pub created_at: String,
+}
+
+/// `data` of `media.moderated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaModerated {
+    pub media_id: String,
+    pub site_id: String,
+    /// `approved`, `rejected` or `flagged`.
+    pub status: String,
+    pub ai_results: AiResults,
+    pub applied_rules: Vec<serde_json::Value>,
+    pub moderated_at: String,
+    pub app_media_id: Option<String>,
+    /// How the decision was reached: `manual` (a review) or `automatic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The reviewer's note, for manual decisions that carry one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What the analyzers found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AiResults {
+    pub labels: Vec<serde_json::Value>,
+}
+
+/// `data` of `test.webhook`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestWebhook {
+    /// `test_` followed by a unique suffix.
+    pub media_id: String,
+    pub site_id: String,
+    /// Always `test`.
+    pub status: String,
+    pub is_test: bool,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip_through_their_names() {
+        for event in EventType::ALL {
+            assert_eq!(event.as_str().parse::<EventType>(), Ok(event));
+            assert_eq!(
+                serde_json::to_string(&event).unwrap(),
+                format!("\"{}\"", event.as_str())
+            );
+        }
+        assert!("media.deleted".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn the_spec_example_parses_as_media_moderated() {
+        let body = r#"{"id":"webhook_123","event":"media.moderated","created_at":"2024-01-20T10:30:00Z","data":{"media_id":"media_456","site_id":"site_789","status":"approved","ai_results":{"labels":[]},"applied_rules":[],"moderated_at":"2024-01-20T10:30:00Z","app_media_id":null}}"#;
+        let event: WebhookEvent = serde_json::from_str(body).unwrap();
+        assert_eq!(event.event_type(), Ok(EventType::MediaModerated));
+        let data: MediaModerated = event.data_as().unwrap();
+        assert_eq!(data.status, "approved");
+        assert_eq!(data.media_id, "media_456");
+    }
+}

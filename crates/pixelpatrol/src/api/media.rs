@@ -1,0 +1,213 @@
+//! Media submission, status look-up and manual review.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pixelpatrol_webhooks::{EventType, MediaCreated, WebhookEvent};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiJson;
+use super::validate::{optional_text, web_url};
+use crate::AppState;
+use crate::auth::{Caller, authenticate};
+use crate::error::{AppError, Result};
+use crate::moderation::{self, Verdict};
+use crate::store::{Media, NewEvent};
+use crate::util::{new_id, now_ms, rfc3339};
+
+/// Largest text body accepted for moderation, in characters.
+const MAX_TEXT_CHARS: usize = 100_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/submit-media", post(submit_media))
+        .route("/v1/get-media-status", post(get_media_status))
+        .route("/v1/media/{media_id}", get(get_media))
+        .route("/v1/media/{media_id}/review", post(review_media))
+}
+
+#[derive(Deserialize)]
+struct SubmitMedia {
+    api_key: Option<String>,
+    body: Option<String>,
+    content_url: Option<String>,
+    app_media_id: Option<String>,
+    metadata: Option<Value>,
+}
+
+/// `video` for well-known video file endings, otherwise `image`.
+fn content_type_of(url: &str) -> &'static str {
+    let path = url::Url::parse(url)
+        .map(|url| url.path().to_ascii_lowercase())
+        .unwrap_or_default();
+    let video = [
+        ".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".mpeg", ".mpg",
+    ];
+    if video.iter().any(|ending| path.ends_with(ending)) {
+        "video"
+    } else {
+        "image"
+    }
+}
+
+async fn submit_media(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<SubmitMedia>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let caller = authenticate(&state, &headers, input.api_key.as_deref()).await?;
+    let Caller::Site(site) = caller else {
+        return Err(AppError::invalid(
+            "api_key",
+            "media is submitted with a site key, not the admin token",
+        ));
+    };
+    let body = match input.body {
+        Some(body) if body.chars().count() > MAX_TEXT_CHARS => {
+            return Err(AppError::invalid(
+                "body",
+                format!("body must be at most {MAX_TEXT_CHARS} characters"),
+            ));
+        }
+        Some(body) if body.trim().is_empty() => None,
+        other => other,
+    };
+    let content_url = input
+        .content_url
+        .as_deref()
+        .map(|url| web_url("content_url", url))
+        .transpose()?;
+    if body.is_none() && content_url.is_none() {
+        return Err(AppError::invalid(
+            "body",
+            "give body (text) or content_url (image or video), or both",
+        ));
+    }
+    let metadata = match input.metadata {
+        None | Some(Value::Null) => json!({}),
+        Some(object @ Value::Object(_)) => object,
+        Some(_) => {
+            return Err(AppError::invalid(
+                "metadata",
+                "metadata must be a JSON object",
+            ));
+        }
+    };
+    let now = now_ms();
+    let media = Media {
+        id: new_id("media"),
+        site_id: site.id.clone(),
+        app_media_id: optional_text("app_media_id", input.app_media_id.as_deref(), 255)?,
+        content_type: content_url
+            .as_deref()
+            .map_or("text", content_type_of)
+            .to_string(),
+        content_url,
+        body,
+        metadata,
+        status: "pending".into(),
+        review_note: None,
+        decided_by: None,
+        created_at: now,
+        updated_at: now,
+        moderated_at: None,
+    };
+    let event_id = new_id("evt");
+    let payload = WebhookEvent {
+        id: event_id.clone(),
+        event: EventType::MediaCreated.as_str().into(),
+        created_at: rfc3339(now),
+        data: MediaCreated {
+            media_id: media.id.clone(),
+            site_id: media.site_id.clone(),
+            status: media.status.clone(),
+            app_media_id: media.app_media_id.clone(),
+            content_type: media.content_type.clone(),
+            metadata: media.metadata.clone(),
+            created_at: rfc3339(now),
+        },
+    };
+    let event = NewEvent {
+        id: event_id,
+        site_id: media.site_id.clone(),
+        event_type: EventType::MediaCreated,
+        media_id: media.id.clone(),
+        payload: serde_json::to_string(&payload).map_err(anyhow::Error::from)?,
+        created_at: now,
+    };
+    state.store.create_media(&media, &event).await?;
+    state.deliverer.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": media.id,
+            "status": "pending",
+            "message": "Media submitted for moderation",
+        })),
+    ))
+}
+
+async fn load_media(state: &AppState, caller: &Caller, media_id: &str) -> Result<Media> {
+    let media = state
+        .store
+        .get_media(media_id)
+        .await?
+        .ok_or(AppError::NotFound("media"))?;
+    caller
+        .ensure_site(&media.site_id)
+        .map_err(|_| AppError::NotFound("media"))?;
+    Ok(media)
+}
+
+async fn get_media(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(media_id): Path<String>,
+) -> Result<Json<Media>> {
+    Ok(Json(load_media(&state, &caller, &media_id).await?))
+}
+
+#[derive(Deserialize)]
+struct MediaStatusRequest {
+    api_key: Option<String>,
+    media_id: String,
+}
+
+async fn get_media_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<MediaStatusRequest>,
+) -> Result<Json<Media>> {
+    let caller = authenticate(&state, &headers, input.api_key.as_deref()).await?;
+    Ok(Json(load_media(&state, &caller, &input.media_id).await?))
+}
+
+#[derive(Deserialize)]
+struct Review {
+    status: String,
+    note: Option<String>,
+}
+
+async fn review_media(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(media_id): Path<String>,
+    ApiJson(input): ApiJson<Review>,
+) -> Result<Json<Media>> {
+    let media = load_media(&state, &caller, &media_id).await?;
+    let verdict = Verdict::parse(&input.status).ok_or_else(|| {
+        AppError::invalid("status", "status must be approved, rejected or flagged")
+    })?;
+    let note = optional_text("note", input.note.as_deref(), 2000)?;
+    let decided = moderation::record_decision(
+        &state,
+        &media,
+        verdict,
+        moderation::DecidedBy::Manual,
+        note.as_deref(),
+    )
+    .await?;
+    Ok(Json(decided))
+}

@@ -1,0 +1,284 @@
+//! Webhook endpoints of a site, their secrets, and the test event.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pixelpatrol_webhooks::{EventType, TestWebhook, WebhookEvent};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiJson;
+use super::Page;
+use super::sites::load_site;
+use super::validate::{endpoint_url, nullable, optional_text};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{AppError, Result};
+use crate::store::{Endpoint, NewEvent, NextStep};
+use crate::util::{new_id, new_webhook_secret, now_ms, rfc3339};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/sites/{site_id}/webhooks",
+            post(create_endpoint).get(list_endpoints),
+        )
+        .route(
+            "/v1/sites/{site_id}/webhooks/{webhook_id}",
+            get(get_endpoint)
+                .patch(update_endpoint)
+                .delete(delete_endpoint),
+        )
+        .route(
+            "/v1/sites/{site_id}/webhooks/{webhook_id}/secret",
+            get(get_secret),
+        )
+        .route(
+            "/v1/sites/{site_id}/webhooks/{webhook_id}/test",
+            post(send_test),
+        )
+}
+
+/// Event names as given; checked one by one so the error names the entry.
+fn parse_events(events: &[String]) -> Result<Vec<EventType>> {
+    if events.is_empty() {
+        return Err(AppError::invalid(
+            "events",
+            "events must name at least one of media.created, media.moderated, test.webhook",
+        ));
+    }
+    let mut parsed = Vec::new();
+    for (index, name) in events.iter().enumerate() {
+        let event: EventType =
+            name.parse()
+                .map_err(|error: pixelpatrol_webhooks::UnknownEventType| {
+                    AppError::invalid(format!("events[{index}]"), error.to_string())
+                })?;
+        if !parsed.contains(&event) {
+            parsed.push(event);
+        }
+    }
+    Ok(parsed)
+}
+
+/// "Generate or enter a webhook secret": 16–256 printable characters.
+fn check_secret(secret: &str) -> Result<String> {
+    let length = secret.chars().count();
+    if !(16..=256).contains(&length) {
+        return Err(AppError::invalid(
+            "secret",
+            "secret must be 16 to 256 characters (omit it to have one generated)",
+        ));
+    }
+    if secret.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "secret",
+            "secret must consist of printable characters",
+        ));
+    }
+    Ok(secret.to_string())
+}
+
+#[derive(Deserialize)]
+struct CreateEndpoint {
+    url: String,
+    secret: Option<String>,
+    events: Vec<String>,
+    active: Option<bool>,
+    description: Option<String>,
+    strict_ordering: Option<bool>,
+}
+
+async fn create_endpoint(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+    ApiJson(input): ApiJson<CreateEndpoint>,
+) -> Result<(StatusCode, Json<Value>)> {
+    load_site(&state, &caller, &site_id).await?;
+    let now = now_ms();
+    let endpoint = Endpoint {
+        id: new_id("wh"),
+        site_id,
+        url: endpoint_url("url", &input.url, state.config.dev)?,
+        secret: match input.secret {
+            Some(secret) => check_secret(&secret)?,
+            None => new_webhook_secret(),
+        },
+        events: parse_events(&input.events)?,
+        active: input.active.unwrap_or(true),
+        description: optional_text("description", input.description.as_deref(), 2000)?,
+        strict_ordering: input.strict_ordering.unwrap_or(false),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_endpoint(&endpoint).await?;
+    let mut body = serde_json::to_value(&endpoint).map_err(anyhow::Error::from)?;
+    body["secret"] = json!(endpoint.secret);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_endpoints(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+) -> Result<Json<Page<Endpoint>>> {
+    load_site(&state, &caller, &site_id).await?;
+    Ok(Json(Page {
+        data: state.store.list_endpoints(&site_id).await?,
+        next_cursor: None,
+    }))
+}
+
+pub(super) async fn load_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    site_id: &str,
+    webhook_id: &str,
+) -> Result<Endpoint> {
+    caller.ensure_site(site_id)?;
+    state
+        .store
+        .get_endpoint(site_id, webhook_id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))
+}
+
+async fn get_endpoint(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, webhook_id)): Path<(String, String)>,
+) -> Result<Json<Endpoint>> {
+    Ok(Json(
+        load_endpoint(&state, &caller, &site_id, &webhook_id).await?,
+    ))
+}
+
+async fn get_secret(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, webhook_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
+    Ok(Json(json!({"secret": endpoint.secret})))
+}
+
+#[derive(Deserialize)]
+struct UpdateEndpoint {
+    url: Option<String>,
+    secret: Option<String>,
+    events: Option<Vec<String>>,
+    active: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    strict_ordering: Option<bool>,
+}
+
+async fn update_endpoint(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, webhook_id)): Path<(String, String)>,
+    ApiJson(input): ApiJson<UpdateEndpoint>,
+) -> Result<Json<Endpoint>> {
+    let mut endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
+    if let Some(url) = input.url {
+        endpoint.url = endpoint_url("url", &url, state.config.dev)?;
+    }
+    if let Some(secret) = input.secret {
+        endpoint.secret = check_secret(&secret)?;
+    }
+    if let Some(events) = input.events {
+        endpoint.events = parse_events(&events)?;
+    }
+    if let Some(active) = input.active {
+        endpoint.active = active;
+    }
+    if let Some(description) = input.description {
+        endpoint.description = optional_text("description", description.as_deref(), 2000)?;
+    }
+    if let Some(strict) = input.strict_ordering {
+        endpoint.strict_ordering = strict;
+    }
+    endpoint.updated_at = now_ms();
+    if !state.store.update_endpoint(&endpoint).await? {
+        return Err(AppError::NotFound("webhook"));
+    }
+    // Re-activation may have made pending deliveries due.
+    state.deliverer.wake();
+    Ok(Json(endpoint))
+}
+
+async fn delete_endpoint(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, webhook_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    caller.ensure_site(&site_id)?;
+    if state.store.delete_endpoint(&site_id, &webhook_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("webhook"))
+    }
+}
+
+/// Sends a `test.webhook` event to this endpoint now, whatever its event
+/// selection, and answers with the attempt's outcome. The delivery is logged
+/// (and, if it failed, retried) like any other.
+async fn send_test(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, webhook_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
+    let now = now_ms();
+    let event_id = new_id("evt");
+    let media_id = new_id("test");
+    let payload = WebhookEvent {
+        id: event_id.clone(),
+        event: EventType::TestWebhook.as_str().into(),
+        created_at: rfc3339(now),
+        data: TestWebhook {
+            media_id: media_id.clone(),
+            site_id: site_id.clone(),
+            status: "test".into(),
+            is_test: true,
+            message: "Test webhook received successfully".into(),
+        },
+    };
+    let event = NewEvent {
+        id: event_id.clone(),
+        site_id,
+        event_type: EventType::TestWebhook,
+        media_id,
+        payload: serde_json::to_string(&payload).map_err(anyhow::Error::from)?,
+        created_at: now,
+    };
+    let delivery_id = new_id("dlv");
+    let claimed = state
+        .store
+        .create_leased_delivery(
+            &endpoint,
+            &event,
+            &delivery_id,
+            &new_id("lease"),
+            state.deliverer.lease_until(now),
+        )
+        .await?;
+    let (outcome, record) = state.deliverer.send_now(&claimed).await?;
+    Ok(Json(json!({
+        "delivery_id": delivery_id,
+        "event_id": event_id,
+        "success": outcome.succeeded(),
+        "status_code": outcome.status_code,
+        "duration_ms": outcome.duration_ms,
+        "error": outcome.error.as_ref().map(|(class, message)| json!({
+            "class": class.as_str(),
+            "message": message,
+        })),
+        "next_attempt_at": match record.next {
+            NextStep::RetryAt(at) => Some(rfc3339(at)),
+            _ => None,
+        },
+    })))
+}

@@ -1,0 +1,128 @@
+//! Server configuration: every flag has a `PIXELPATROL_*` environment twin and
+//! a documented default, so `pixelpatrol serve` alone is a working setup.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::delivery::retry::RetrySchedule;
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on for the HTTP API.
+    #[arg(long, env = "PIXELPATROL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Database: `sqlite://FILE` (created and migrated on start) or
+    /// `postgres://USER@HOST:PORT/DB` (migrated on start).
+    #[arg(
+        long,
+        env = "PIXELPATROL_DATABASE_URL",
+        default_value = "sqlite://pixelpatrol.db"
+    )]
+    pub database_url: String,
+
+    /// Most database connections this process opens.
+    #[arg(long, env = "PIXELPATROL_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// Operator admin token. When unset, one is generated on first start, its
+    /// hash stored and the token printed once.
+    #[arg(long, env = "PIXELPATROL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Development mode: allows plain `http://` webhook URLs and loopback or
+    /// private-network targets. Never use it in production.
+    #[arg(long, env = "PIXELPATROL_DEV")]
+    pub dev: bool,
+
+    /// Which parts run in this process: the HTTP API, the delivery worker, or both.
+    #[arg(long, env = "PIXELPATROL_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// A delivery attempt that has no complete answer within this time fails as `timeout`.
+    #[arg(long, env = "PIXELPATROL_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
+
+    /// Delay before each attempt: the first is the initial attempt, each
+    /// further one counts from the previous failure. After the last, a
+    /// delivery is dead (`failed`) and can be retried by hand.
+    #[arg(
+        long,
+        env = "PIXELPATROL_RETRY_SCHEDULE",
+        default_value = "0s,1m,5m,30m,2h"
+    )]
+    pub retry_schedule: RetrySchedule,
+
+    /// Most delivery attempts in flight from this process at once.
+    #[arg(long, env = "PIXELPATROL_DELIVERY_CONCURRENCY", default_value_t = 256)]
+    pub delivery_concurrency: usize,
+
+    /// Most attempts in flight to one endpoint at once, so that a slow
+    /// endpoint cannot take every delivery slot.
+    #[arg(long, env = "PIXELPATROL_ENDPOINT_CONCURRENCY", default_value_t = 16)]
+    pub endpoint_concurrency: usize,
+
+    /// Most deliveries claimed in one database round trip.
+    #[arg(long, env = "PIXELPATROL_CLAIM_BATCH", default_value_t = 256)]
+    pub claim_batch: usize,
+
+    /// How often the worker looks for due deliveries when nothing wakes it
+    /// (retries coming due, work written by other processes).
+    #[arg(long, env = "PIXELPATROL_POLL_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// On shutdown, how long in-flight attempts may finish before their
+    /// leases are released for another attempt.
+    #[arg(long, env = "PIXELPATROL_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Largest accepted request body in bytes (larger is a 413).
+    #[arg(long, env = "PIXELPATROL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Log format.
+    #[arg(long, env = "PIXELPATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The API and the delivery worker.
+    All,
+    /// Only the HTTP API (deliveries are written, another process sends them).
+    Api,
+    /// Only the delivery worker; the HTTP API still answers health checks.
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// The configuration with every default, as `pixelpatrol serve` with no
+    /// flags and no environment would have it.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Wrapper as clap::Parser>::parse_from(["pixelpatrol"]).config
+    }
+
+    /// How long a claimed delivery stays reserved for its worker. Longer than
+    /// an attempt can take, so a live worker never loses its lease, and short
+    /// enough that a crashed worker's deliveries are retried soon.
+    pub fn lease_duration(&self) -> Duration {
+        self.delivery_timeout + Duration::from_secs(30)
+    }
+
+    pub fn runs_worker(&self) -> bool {
+        matches!(self.role, Role::All | Role::Worker)
+    }
+}

@@ -1,0 +1,374 @@
+//! Webhook delivery: the worker that claims due deliveries from the outbox,
+//! sends them with bounded concurrency, and records each attempt with the
+//! delivery's next step (done, retry at a time, or dead).
+//!
+//! Guarantees and where they come from:
+//! * at-least-once: a delivery leaves `pending` only after an attempt's
+//!   outcome is committed; a worker that dies leaves a lease that expires and
+//!   the delivery is claimed again;
+//! * ordering: the claim only takes the first pending delivery of each lane
+//!   (see `store::Store::claim_deliveries`), so a later event about the same
+//!   media waits for the earlier one to succeed or die;
+//! * isolation: each endpoint has its own in-flight cap, and endpoints at
+//!   their cap are left out of claims, so a hanging endpoint holds at most
+//!   its cap of slots and never the others'.
+
+pub mod retry;
+pub mod sender;
+pub mod target;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, NextStep};
+use crate::util::{new_id, now_ms};
+use retry::RetrySchedule;
+use sender::{AttemptOutcome, Sender};
+
+/// Records written in one transaction at most.
+const RECORD_BATCH: usize = 512;
+
+/// What the API needs from delivery: waking the worker when new work was
+/// committed, and sending a delivery right now (the endpoint test).
+pub struct Deliverer {
+    store: DynStore,
+    sender: Sender,
+    schedule: RetrySchedule,
+    lease: Duration,
+    wake: Notify,
+}
+
+impl Deliverer {
+    pub fn new(store: DynStore, config: &Config) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            store,
+            sender: Sender::new(config.delivery_timeout, config.dev)?,
+            schedule: config.retry_schedule.clone(),
+            lease: config.lease_duration(),
+            wake: Notify::new(),
+        }))
+    }
+
+    /// Tells the worker that deliveries may be due now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn lease_until(&self, now: i64) -> i64 {
+        now + self.lease.as_millis() as i64
+    }
+
+    /// Sends an already-leased delivery at once and records the attempt like
+    /// any other (a failure is retried on the usual schedule).
+    pub async fn send_now(
+        &self,
+        delivery: &ClaimedDelivery,
+    ) -> anyhow::Result<(AttemptOutcome, AttemptRecord)> {
+        let outcome = self.sender.send(delivery).await;
+        let record = self.record_for(delivery, &outcome);
+        log_attempt(delivery, &record);
+        self.store
+            .record_attempts(std::slice::from_ref(&record))
+            .await?;
+        if !matches!(record.next, NextStep::Succeeded) {
+            self.wake();
+        }
+        Ok((outcome, record))
+    }
+
+    /// The attempt's log record and the delivery's next step.
+    fn record_for(&self, delivery: &ClaimedDelivery, outcome: &AttemptOutcome) -> AttemptRecord {
+        let attempt = delivery.previous_attempts + 1;
+        let finished_at = outcome.started_at + outcome.duration_ms;
+        let next = if outcome.succeeded() {
+            NextStep::Succeeded
+        } else {
+            match self
+                .schedule
+                .delay_after_failure(attempt as u32, outcome.retry_after)
+            {
+                Some(delay) => NextStep::RetryAt(finished_at + delay.as_millis() as i64),
+                None => NextStep::Dead,
+            }
+        };
+        AttemptRecord {
+            delivery_id: delivery.id.clone(),
+            lease_token: delivery.lease_token.clone(),
+            attempt,
+            started_at: outcome.started_at,
+            duration_ms: outcome.duration_ms,
+            status_code: outcome.status_code.map(i64::from),
+            response_body: outcome.response_body.clone(),
+            error_class: outcome
+                .error
+                .as_ref()
+                .map(|(class, _)| class.as_str().into()),
+            error_message: outcome.error.as_ref().map(|(_, message)| message.clone()),
+            next,
+        }
+    }
+}
+
+fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
+    let outcome = match record.next {
+        NextStep::Succeeded => "succeeded",
+        NextStep::RetryAt(_) => "retry",
+        NextStep::Dead => "dead",
+    };
+    tracing::info!(
+        delivery_id = %delivery.id,
+        event_id = %delivery.event_id,
+        endpoint_id = %delivery.endpoint_id,
+        event = %delivery.event_type,
+        attempt = record.attempt,
+        outcome,
+        status_code = record.status_code,
+        duration_ms = record.duration_ms,
+        error_class = record.error_class.as_deref(),
+        error = record.error_message.as_deref(),
+        "delivery attempt"
+    );
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    total: usize,
+    per_endpoint: HashMap<String, usize>,
+    /// delivery id → lease token, to give leases back on shutdown.
+    leases: HashMap<String, String>,
+}
+
+/// The delivery worker of one process.
+pub struct Worker {
+    deliverer: Arc<Deliverer>,
+    max_in_flight: usize,
+    max_per_endpoint: usize,
+    claim_batch: usize,
+    poll_interval: Duration,
+    shutdown_grace: Duration,
+    in_flight: Arc<Mutex<InFlight>>,
+    slot_freed: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(deliverer: Arc<Deliverer>, config: &Config) -> Self {
+        Self {
+            deliverer,
+            max_in_flight: config.delivery_concurrency.max(1),
+            max_per_endpoint: config.endpoint_concurrency.max(1),
+            claim_batch: config.claim_batch.max(1),
+            poll_interval: config.poll_interval,
+            shutdown_grace: config.shutdown_grace,
+            in_flight: Arc::new(Mutex::new(InFlight::default())),
+            slot_freed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops claiming, lets in-flight
+    /// attempts finish within the grace period, gives back the leases of
+    /// those that did not, and writes every outcome it has.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_records(self.deliverer.clone(), records_rx));
+        let mut tasks = JoinSet::new();
+
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let claimed = match self.try_claim_and_send(&mut tasks, &records_tx).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::error!(error = ?error, "claiming deliveries failed");
+                    Some(0)
+                }
+            };
+            match claimed {
+                // Full batch: there is probably more, claim again at once.
+                Some(count) if count == self.claim_batch => continue,
+                Some(_) => {
+                    tokio::select! {
+                        _ = self.deliverer.wake.notified() => {}
+                        _ = self.slot_freed.notified() => {}
+                        _ = tokio::time::sleep(self.poll_interval) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                // No free slot: wait for one.
+                None => {
+                    tokio::select! {
+                        _ = self.slot_freed.notified() => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let leases: Vec<(String, String)> = self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .leases
+                .drain()
+                .collect();
+            tracing::warn!(
+                count = leases.len(),
+                "attempts still in flight at shutdown; releasing their leases"
+            );
+            if let Err(error) = self.deliverer.store.release_leases(&leases).await {
+                // The leases expire on their own; the deliveries are retried then.
+                tracing::error!(error = ?error, "releasing leases failed");
+            }
+        }
+        drop(records_tx);
+        if let Err(error) = writer.await {
+            tracing::error!(error = ?error, "the attempt writer stopped abnormally");
+        }
+    }
+
+    /// Claims as many due deliveries as there are free slots and starts
+    /// sending them. `None` when every slot is taken.
+    async fn try_claim_and_send(
+        &self,
+        tasks: &mut JoinSet<()>,
+        records: &mpsc::UnboundedSender<AttemptRecord>,
+    ) -> anyhow::Result<Option<usize>> {
+        let (free, saturated) = {
+            let in_flight = self.in_flight.lock().expect("in-flight lock");
+            let free = self.max_in_flight.saturating_sub(in_flight.total);
+            let saturated: Vec<String> = in_flight
+                .per_endpoint
+                .iter()
+                .filter(|(_, count)| **count >= self.max_per_endpoint)
+                .map(|(endpoint, _)| endpoint.clone())
+                .collect();
+            (free, saturated)
+        };
+        if free == 0 {
+            return Ok(None);
+        }
+        let token = new_id("lease");
+        let now = now_ms();
+        let batch = self
+            .deliverer
+            .store
+            .claim_deliveries(ClaimRequest {
+                lease_token: &token,
+                now_ms: now,
+                lease_until_ms: self.deliverer.lease_until(now),
+                limit: free.min(self.claim_batch) as i64,
+                skip_endpoints: &saturated,
+            })
+            .await?;
+        let count = batch.len();
+
+        // One claim may return more for an endpoint than its cap allows; the
+        // extra wait for a slot inside their task, still under lease.
+        let mut per_endpoint_queues: HashMap<String, Vec<ClaimedDelivery>> = HashMap::new();
+        for delivery in batch {
+            per_endpoint_queues
+                .entry(delivery.endpoint_id.clone())
+                .or_default()
+                .push(delivery);
+        }
+        for (endpoint_id, deliveries) in per_endpoint_queues {
+            let already = {
+                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+                for delivery in &deliveries {
+                    in_flight
+                        .leases
+                        .insert(delivery.id.clone(), delivery.lease_token.clone());
+                }
+                in_flight.total += deliveries.len();
+                let slot = in_flight.per_endpoint.entry(endpoint_id).or_default();
+                let before = *slot;
+                *slot += deliveries.len();
+                before
+            };
+            // Split the endpoint's share into at most `max_per_endpoint`
+            // sequential runners, so the cap holds even within one batch.
+            let runners = self.max_per_endpoint.saturating_sub(already).max(1);
+            let mut lanes: Vec<Vec<ClaimedDelivery>> = (0..runners).map(|_| Vec::new()).collect();
+            for (index, delivery) in deliveries.into_iter().enumerate() {
+                lanes[index % runners].push(delivery);
+            }
+            for lane in lanes.into_iter().filter(|lane| !lane.is_empty()) {
+                let deliverer = self.deliverer.clone();
+                let records = records.clone();
+                let in_flight = self.in_flight.clone();
+                let slot_freed = self.slot_freed.clone();
+                tasks.spawn(async move {
+                    for delivery in lane {
+                        let outcome = deliverer.sender.send(&delivery).await;
+                        let record = deliverer.record_for(&delivery, &outcome);
+                        log_attempt(&delivery, &record);
+                        // The writer outlives every task; a send error only
+                        // happens if it died, and then the lease expires and
+                        // the delivery is retried.
+                        let _ = records.send(record);
+                        {
+                            let mut in_flight = in_flight.lock().expect("in-flight lock");
+                            in_flight.total -= 1;
+                            in_flight.leases.remove(&delivery.id);
+                            if let Some(slot) =
+                                in_flight.per_endpoint.get_mut(&delivery.endpoint_id)
+                            {
+                                *slot -= 1;
+                                if *slot == 0 {
+                                    in_flight.per_endpoint.remove(&delivery.endpoint_id);
+                                }
+                            }
+                        }
+                        slot_freed.notify_one();
+                    }
+                });
+            }
+        }
+        Ok(Some(count))
+    }
+}
+
+/// Writes attempt records in batches (one transaction for all that queued up
+/// meanwhile) and wakes the worker, since each write can unblock a lane.
+async fn write_records(
+    deliverer: Arc<Deliverer>,
+    mut records: mpsc::UnboundedReceiver<AttemptRecord>,
+) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut backoff = Duration::from_millis(50);
+        let mut failures = 0;
+        loop {
+            match deliverer.store.record_attempts(&batch).await {
+                Ok(()) => break,
+                // Keep the outcomes while the database is away: dropping them
+                // only means the deliveries are sent again once their leases
+                // expire. During shutdown, give up after a few tries for that
+                // same reason.
+                Err(error) if records.is_closed() && failures >= 5 => {
+                    tracing::error!(error = ?error, count = batch.len(), "recording attempts failed at shutdown; these deliveries will be sent again");
+                    break;
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::error!(error = ?error, count = batch.len(), "recording attempts failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+        deliverer.wake();
+    }
+}

@@ -1,0 +1,86 @@
+//! PixelPatrol: self-hostable content moderation with signed, ordered,
+//! at-least-once webhooks.
+//!
+//! Everything runs behind [`run`], used alike by the `pixelpatrol` binary and
+//! by the tests: it opens and migrates the database, starts the delivery
+//! worker and serves the HTTP API on the given listener until shutdown.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod moderation;
+pub mod store;
+pub mod util;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use delivery::{Deliverer, Worker};
+use store::DynStore;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub config: Arc<Config>,
+    pub deliverer: Arc<Deliverer>,
+    pub admin_token_hash: Arc<str>,
+}
+
+/// Runs the server on `listener` until `shutdown` is cancelled, then stops
+/// taking requests, lets the worker finish or release its attempts, and
+/// returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = store::connect(&config.database_url, config.db_max_connections).await?;
+    let (admin_token_hash, generated) =
+        auth::admin_token_hash(&store, config.admin_token.as_deref()).await?;
+    if let Some(token) = generated {
+        // Shown once: only its hash is stored.
+        println!(
+            "\nGenerated the admin token (shown only now, store it safely):\n\n    {token}\n\n\
+             Set PIXELPATROL_ADMIN_TOKEN to choose your own.\n"
+        );
+    }
+    if config.dev {
+        tracing::warn!("--dev: plain http and private-network webhook targets are allowed");
+    }
+
+    let deliverer = Deliverer::new(store.clone(), &config)?;
+    let worker = config.runs_worker().then(|| {
+        let worker = Worker::new(deliverer.clone(), &config);
+        tokio::spawn(worker.run(shutdown.clone()))
+    });
+
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        deliverer,
+        admin_token_hash: admin_token_hash.into(),
+    };
+    tracing::info!(
+        address = %listener.local_addr()?,
+        backend = store.backend(),
+        role = ?state.config.role,
+        "pixelpatrol listening"
+    );
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    // Whatever ended the server, stop the worker too.
+    shutdown.cancel();
+    if let Some(worker) = worker {
+        worker.await?;
+    }
+    served?;
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! Storage: one [`Store`] trait, implemented for SQLite (the embedded default)
+//! and PostgreSQL (shared by several processes for scale-out).
+//!
+//! The store owns the transactional outbox: every state change that emits an
+//! event writes the event and one delivery per subscribed endpoint in the same
+//! transaction, and workers claim due deliveries with leases, so a crash at
+//! any moment loses nothing.
+
+mod sql;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use pixelpatrol_webhooks::EventType;
+use serde::Serialize;
+
+pub use sql::{PostgresStore, SqliteStore};
+
+pub type DynStore = Arc<dyn Store>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    pub url: Option<String>,
+    pub description: Option<String>,
+    #[serde(skip)]
+    pub key_hash: String,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub site_id: String,
+    pub url: String,
+    #[serde(skip)]
+    pub secret: String,
+    pub events: Vec<EventType>,
+    pub active: bool,
+    pub description: Option<String>,
+    pub strict_ordering: bool,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+}
+
+impl Endpoint {
+    pub fn subscribes_to(&self, event: EventType) -> bool {
+        self.events.contains(&event)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Media {
+    pub id: String,
+    pub site_id: String,
+    pub app_media_id: Option<String>,
+    pub content_type: String,
+    pub content_url: Option<String>,
+    pub body: Option<String>,
+    pub metadata: serde_json::Value,
+    pub status: String,
+    pub review_note: Option<String>,
+    pub decided_by: Option<String>,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub moderated_at: Option<i64>,
+}
+
+/// An event about to be written with the state change that caused it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub site_id: String,
+    pub event_type: EventType,
+    /// Deliveries about the same media item to one endpoint form an ordered lane.
+    pub media_id: String,
+    /// The exact JSON body every endpoint receives.
+    pub payload: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    /// Dead: every scheduled attempt failed. Kept, listed, retryable by hand.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery as the log shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub event_id: String,
+    pub event: String,
+    pub webhook_id: String,
+    pub site_id: String,
+    pub media_id: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: i64,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub next_attempt_at: Option<i64>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+    pub attempts: Vec<Attempt>,
+    #[serde(skip)]
+    pub seq: i64,
+    #[serde(skip)]
+    pub leased_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub response_body: Option<String>,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub next_attempt_at: Option<i64>,
+    #[serde(skip)]
+    pub delivery_id: String,
+}
+
+/// A delivery reserved for one worker, with everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: String,
+    pub lease_token: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub secret: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub previous_attempts: i64,
+    pub created_at: i64,
+}
+
+/// What happened to a delivery after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(i64),
+    Dead,
+}
+
+/// One finished attempt, to be recorded together with the delivery's new state.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    pub lease_token: String,
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub response_body: Option<String>,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub next: NextStep,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub event: Option<EventType>,
+    pub since_ms: Option<i64>,
+    /// Only deliveries older than this sequence number (the page cursor).
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub lease_token: &'a str,
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+    pub limit: i64,
+    /// Endpoints this worker will not take more work for right now.
+    pub skip_endpoints: &'a [String],
+}
+
+/// Outcome of a request to retry a delivery by hand.
+#[derive(Debug)]
+pub enum RetryOutcome {
+    Queued(Box<Delivery>),
+    InFlight,
+    NotFound,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    async fn get_setting(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// Stores the value unless the key exists; returns the value in force.
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> anyhow::Result<String>;
+
+    async fn create_site(&self, site: &Site) -> anyhow::Result<()>;
+    async fn list_sites(&self) -> anyhow::Result<Vec<Site>>;
+    async fn get_site(&self, id: &str) -> anyhow::Result<Option<Site>>;
+    async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>>;
+    async fn update_site(&self, site: &Site) -> anyhow::Result<bool>;
+    async fn delete_site(&self, id: &str) -> anyhow::Result<bool>;
+
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()>;
+    async fn list_endpoints(&self, site_id: &str) -> anyhow::Result<Vec<Endpoint>>;
+    async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>>;
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<bool>;
+    async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
+
+    /// Writes the media item, its `media.created` event and the deliveries in
+    /// one transaction.
+    async fn create_media(&self, media: &Media, event: &NewEvent) -> anyhow::Result<()>;
+    async fn get_media(&self, id: &str) -> anyhow::Result<Option<Media>>;
+    /// Records a moderation decision and its `media.moderated` event in one
+    /// transaction; `None` when the media item does not exist.
+    async fn decide_media(
+        &self,
+        media_id: &str,
+        status: &str,
+        decided_by: &str,
+        note: Option<&str>,
+        moderated_at: i64,
+        event: &NewEvent,
+    ) -> anyhow::Result<Option<Media>>;
+
+    /// Writes a test event with one delivery to `endpoint_id`, already leased
+    /// to the caller, who sends it at once.
+    async fn create_leased_delivery(
+        &self,
+        endpoint: &Endpoint,
+        event: &NewEvent,
+        delivery_id: &str,
+        lease_token: &str,
+        lease_until_ms: i64,
+    ) -> anyhow::Result<ClaimedDelivery>;
+
+    /// Leases up to `limit` due deliveries that are first in their lane.
+    async fn claim_deliveries(
+        &self,
+        request: ClaimRequest<'_>,
+    ) -> anyhow::Result<Vec<ClaimedDelivery>>;
+    /// Records attempts and moves their deliveries on, in one transaction.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()>;
+    /// Gives leased deliveries back without an attempt (graceful shutdown).
+    async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()>;
+
+    async fn list_deliveries(
+        &self,
+        endpoint_id: &str,
+        filter: &DeliveryFilter,
+    ) -> anyhow::Result<Vec<Delivery>>;
+    async fn get_delivery(
+        &self,
+        endpoint_id: &str,
+        delivery_id: &str,
+    ) -> anyhow::Result<Option<Delivery>>;
+    async fn retry_delivery(
+        &self,
+        endpoint_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<RetryOutcome>;
+}
+
+/// Opens (creating if needed) and migrates the database named by `url`.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::connect(url, max_connections)
+            .await
+            .context("cannot open the PostgreSQL database")?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url, max_connections)
+            .await
+            .context("cannot open the SQLite database")?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("unsupported database URL {url:?}: use sqlite://FILE or postgres://…")
+    }
+}
+
+fn ser_ms<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::util::rfc3339(*ms))
+}
+
+fn ser_ms_opt<S: serde::Serializer>(ms: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => serializer.serialize_str(&crate::util::rfc3339(*ms)),
+        None => serializer.serialize_none(),
+    }
+}

@@ -1,0 +1,844 @@
+//! The SQL behind [`Store`] for SQLite and PostgreSQL.
+//!
+//! Both backends run the same statements: the schema uses only types the two
+//! share (TEXT, integer milliseconds, BOOLEAN) and `$n` placeholders, which
+//! both understand. The one macro below is expanded once per backend so that
+//! each gets native, statically typed sqlx code; the differences (SQLite's
+//! single writer connection, PostgreSQL's `FOR UPDATE SKIP LOCKED` and
+//! advisory locks) are switched on `IS_POSTGRES`, a constant per expansion.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use pixelpatrol_webhooks::EventType;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+
+use super::{
+    Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
+    DeliveryStatus, Endpoint, Media, NewEvent, NextStep, RetryOutcome, Site, Store,
+};
+
+/// SQLite in WAL mode. Writes go through a pool of exactly one connection, so
+/// writers queue in the process instead of failing with `SQLITE_BUSY`; reads
+/// use their own pool and run beside the writer.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&write)
+            .await
+            .context("migrating the SQLite database")?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { write, read })
+    }
+}
+
+/// PostgreSQL, possibly shared by several `pixelpatrol serve` processes, which
+/// coordinate through row locks (`FOR UPDATE SKIP LOCKED`) and leases.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    write: PgPool,
+    read: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .context("migrating the PostgreSQL database")?;
+        Ok(Self {
+            write: pool.clone(),
+            read: pool,
+        })
+    }
+}
+
+fn parse_events(text: &str) -> anyhow::Result<Vec<EventType>> {
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn join_events(events: &[EventType]) -> String {
+    events
+        .iter()
+        .map(|event| event.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn next_step_columns(next: NextStep) -> (&'static str, Option<i64>) {
+    match next {
+        NextStep::Succeeded => (DeliveryStatus::Succeeded.as_str(), None),
+        NextStep::RetryAt(at) => (DeliveryStatus::Pending.as_str(), Some(at)),
+        NextStep::Dead => (DeliveryStatus::Failed.as_str(), None),
+    }
+}
+
+const SITE_COLUMNS: &str = "id, name, url, description, key_hash, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, site_id, url, secret, events, active, description, strict_ordering, created_at, updated_at";
+const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, created_at, updated_at, moderated_at";
+const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, lease_until, last_status_code, last_error, created_at, updated_at";
+const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, started_at, duration_ms, status_code, response_body, error_class, error_message, next_attempt_at";
+
+macro_rules! impl_sql_store {
+    ($store:ident, $db:ty, $row:ty, $backend:literal, $is_postgres:literal) => {
+        impl $store {
+            const IS_POSTGRES: bool = $is_postgres;
+
+            fn site_from(row: &$row) -> anyhow::Result<Site> {
+                Ok(Site {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    url: row.try_get("url")?,
+                    description: row.try_get("description")?,
+                    key_hash: row.try_get("key_hash")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn endpoint_from(row: &$row) -> anyhow::Result<Endpoint> {
+                let events: String = row.try_get("events")?;
+                Ok(Endpoint {
+                    id: row.try_get("id")?,
+                    site_id: row.try_get("site_id")?,
+                    url: row.try_get("url")?,
+                    secret: row.try_get("secret")?,
+                    events: parse_events(&events)?,
+                    active: row.try_get("active")?,
+                    description: row.try_get("description")?,
+                    strict_ordering: row.try_get("strict_ordering")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn media_from(row: &$row) -> anyhow::Result<Media> {
+                let metadata: String = row.try_get("metadata")?;
+                Ok(Media {
+                    id: row.try_get("id")?,
+                    site_id: row.try_get("site_id")?,
+                    app_media_id: row.try_get("app_media_id")?,
+                    content_type: row.try_get("content_type")?,
+                    content_url: row.try_get("content_url")?,
+                    body: row.try_get("body")?,
+                    metadata: serde_json::from_str(&metadata)?,
+                    status: row.try_get("status")?,
+                    review_note: row.try_get("review_note")?,
+                    decided_by: row.try_get("decided_by")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    moderated_at: row.try_get("moderated_at")?,
+                })
+            }
+
+            fn delivery_from(row: &$row) -> anyhow::Result<Delivery> {
+                let status: String = row.try_get("status")?;
+                Ok(Delivery {
+                    seq: row.try_get("seq")?,
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    event: row.try_get("event_type")?,
+                    webhook_id: row.try_get("endpoint_id")?,
+                    site_id: row.try_get("site_id")?,
+                    media_id: row.try_get("ordering_key")?,
+                    status: DeliveryStatus::parse(&status)
+                        .with_context(|| format!("unknown delivery status {status:?}"))?,
+                    attempt_count: row.try_get("attempts")?,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    leased_until: row.try_get("lease_until")?,
+                    last_status_code: row.try_get("last_status_code")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    attempts: Vec::new(),
+                })
+            }
+
+            fn attempt_from(row: &$row) -> anyhow::Result<Attempt> {
+                Ok(Attempt {
+                    delivery_id: row.try_get("delivery_id")?,
+                    attempt: row.try_get("attempt")?,
+                    started_at: row.try_get("started_at")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    status_code: row.try_get("status_code")?,
+                    response_body: row.try_get("response_body")?,
+                    error_class: row.try_get("error_class")?,
+                    error_message: row.try_get("error_message")?,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                })
+            }
+
+            /// Writes an event and one pending delivery per given endpoint,
+            /// inside the caller's transaction (the outbox write).
+            async fn insert_event(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                event: &NewEvent,
+                endpoints: &[&Endpoint],
+                leased: Option<(&str, &str, i64)>,
+            ) -> anyhow::Result<()> {
+                if Self::IS_POSTGRES {
+                    // Sequence numbers are handed out before commit, so two
+                    // concurrent transactions could commit in the opposite
+                    // order of their numbers. For strict-order endpoints that
+                    // would let a later event overtake an earlier one, so
+                    // writers to such an endpoint take turns. Sorted ids keep
+                    // two writers from waiting on each other.
+                    let mut strict: Vec<&str> = endpoints
+                        .iter()
+                        .filter(|endpoint| endpoint.strict_ordering)
+                        .map(|endpoint| endpoint.id.as_str())
+                        .collect();
+                    strict.sort_unstable();
+                    for endpoint_id in strict {
+                        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                            .bind(endpoint_id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO events (id, site_id, event_type, media_id, payload, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&event.id)
+                .bind(&event.site_id)
+                .bind(event.event_type.as_str())
+                .bind(&event.media_id)
+                .bind(&event.payload)
+                .bind(event.created_at)
+                .execute(&mut **tx)
+                .await?;
+                if endpoints.is_empty() {
+                    return Ok(());
+                }
+                let mut insert = QueryBuilder::<$db>::new(
+                    "INSERT INTO deliveries (id, event_id, endpoint_id, site_id, event_type, \
+                     ordering_key, status, attempts, next_attempt_at, lease_until, lease_token, \
+                     created_at, updated_at) ",
+                );
+                insert.push_values(endpoints, |mut values, endpoint| {
+                    let id = match leased {
+                        Some((delivery_id, _, _)) => delivery_id.to_string(),
+                        None => crate::util::new_id("dlv"),
+                    };
+                    values
+                        .push_bind(id)
+                        .push_bind(&event.id)
+                        .push_bind(&endpoint.id)
+                        .push_bind(&event.site_id)
+                        .push_bind(event.event_type.as_str())
+                        .push_bind(&event.media_id)
+                        .push_bind(DeliveryStatus::Pending.as_str())
+                        .push_bind(0_i64)
+                        .push_bind(event.created_at)
+                        .push_bind(leased.map(|(_, _, until)| until))
+                        .push_bind(leased.map(|(_, token, _)| token.to_string()))
+                        .push_bind(event.created_at)
+                        .push_bind(event.created_at);
+                });
+                insert.build().execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// The site's active endpoints subscribed to the event, read inside
+            /// the transaction that writes the event.
+            async fn subscribed_endpoints(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                site_id: &str,
+                event: EventType,
+            ) -> anyhow::Result<Vec<Endpoint>> {
+                let sql = format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE site_id = $1 AND active ORDER BY created_at, id"
+                );
+                let rows = sqlx::query(&sql).bind(site_id).fetch_all(&mut **tx).await?;
+                let mut endpoints = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let endpoint = Self::endpoint_from(row)?;
+                    if endpoint.subscribes_to(event) {
+                        endpoints.push(endpoint);
+                    }
+                }
+                Ok(endpoints)
+            }
+
+            async fn attach_attempts(&self, deliveries: &mut [Delivery]) -> anyhow::Result<()> {
+                if deliveries.is_empty() {
+                    return Ok(());
+                }
+                let mut query = QueryBuilder::<$db>::new(format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE delivery_id IN ("
+                ));
+                let mut ids = query.separated(", ");
+                for delivery in deliveries.iter() {
+                    ids.push_bind(delivery.id.clone());
+                }
+                query.push(") ORDER BY delivery_id, attempt, seq");
+                let rows = query.build().fetch_all(&self.read).await?;
+                for row in &rows {
+                    let attempt = Self::attempt_from(row)?;
+                    if let Some(delivery) = deliveries
+                        .iter_mut()
+                        .find(|delivery| delivery.id == attempt.delivery_id)
+                    {
+                        delivery.attempts.push(attempt);
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn get_setting(&self, key: &str) -> anyhow::Result<Option<String>> {
+                let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.read)
+                    .await?;
+                Ok(row.map(|row| row.try_get("value")).transpose()?)
+            }
+
+            async fn put_setting_if_absent(&self, key: &str, value: &str) -> anyhow::Result<String> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.write)
+                .await?;
+                let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&self.write)
+                    .await?;
+                Ok(row.try_get("value")?)
+            }
+
+            async fn create_site(&self, site: &Site) -> anyhow::Result<()> {
+                sqlx::query(
+                    "INSERT INTO sites (id, name, url, description, key_hash, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&site.id)
+                .bind(&site.name)
+                .bind(&site.url)
+                .bind(&site.description)
+                .bind(&site.key_hash)
+                .bind(site.created_at)
+                .bind(site.updated_at)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_sites(&self) -> anyhow::Result<Vec<Site>> {
+                let sql = format!("SELECT {SITE_COLUMNS} FROM sites ORDER BY created_at, id");
+                let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
+                rows.iter().map(Self::site_from).collect()
+            }
+
+            async fn get_site(&self, id: &str) -> anyhow::Result<Option<Site>> {
+                let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.read).await?;
+                row.as_ref().map(Self::site_from).transpose()
+            }
+
+            async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>> {
+                let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE key_hash = $1");
+                let row = sqlx::query(&sql)
+                    .bind(key_hash)
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.as_ref().map(Self::site_from).transpose()
+            }
+
+            async fn update_site(&self, site: &Site) -> anyhow::Result<bool> {
+                let result = sqlx::query(
+                    "UPDATE sites SET name = $1, url = $2, description = $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(&site.name)
+                .bind(&site.url)
+                .bind(&site.description)
+                .bind(site.updated_at)
+                .bind(&site.id)
+                .execute(&self.write)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn delete_site(&self, id: &str) -> anyhow::Result<bool> {
+                let result = sqlx::query("DELETE FROM sites WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.write)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()> {
+                sqlx::query(
+                    "INSERT INTO endpoints (id, site_id, url, secret, events, active, description, \
+                     strict_ordering, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&endpoint.id)
+                .bind(&endpoint.site_id)
+                .bind(&endpoint.url)
+                .bind(&endpoint.secret)
+                .bind(join_events(&endpoint.events))
+                .bind(endpoint.active)
+                .bind(&endpoint.description)
+                .bind(endpoint.strict_ordering)
+                .bind(endpoint.created_at)
+                .bind(endpoint.updated_at)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_endpoints(&self, site_id: &str) -> anyhow::Result<Vec<Endpoint>> {
+                let sql = format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE site_id = $1 ORDER BY created_at, id"
+                );
+                let rows = sqlx::query(&sql).bind(site_id).fetch_all(&self.read).await?;
+                rows.iter().map(Self::endpoint_from).collect()
+            }
+
+            async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>> {
+                let sql = format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE site_id = $1 AND id = $2"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(site_id)
+                    .bind(id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                row.as_ref().map(Self::endpoint_from).transpose()
+            }
+
+            async fn update_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<bool> {
+                let result = sqlx::query(
+                    "UPDATE endpoints SET url = $1, secret = $2, events = $3, active = $4, \
+                     description = $5, strict_ordering = $6, updated_at = $7 \
+                     WHERE id = $8 AND site_id = $9",
+                )
+                .bind(&endpoint.url)
+                .bind(&endpoint.secret)
+                .bind(join_events(&endpoint.events))
+                .bind(endpoint.active)
+                .bind(&endpoint.description)
+                .bind(endpoint.strict_ordering)
+                .bind(endpoint.updated_at)
+                .bind(&endpoint.id)
+                .bind(&endpoint.site_id)
+                .execute(&self.write)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool> {
+                let result = sqlx::query("DELETE FROM endpoints WHERE id = $1 AND site_id = $2")
+                    .bind(id)
+                    .bind(site_id)
+                    .execute(&self.write)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn create_media(&self, media: &Media, event: &NewEvent) -> anyhow::Result<()> {
+                let mut tx = self.write.begin().await?;
+                sqlx::query(
+                    "INSERT INTO media (id, site_id, app_media_id, content_type, content_url, body, \
+                     metadata, status, review_note, decided_by, created_at, updated_at, moderated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&media.id)
+                .bind(&media.site_id)
+                .bind(&media.app_media_id)
+                .bind(&media.content_type)
+                .bind(&media.content_url)
+                .bind(&media.body)
+                .bind(media.metadata.to_string())
+                .bind(&media.status)
+                .bind(&media.review_note)
+                .bind(&media.decided_by)
+                .bind(media.created_at)
+                .bind(media.updated_at)
+                .bind(media.moderated_at)
+                .execute(&mut *tx)
+                .await?;
+                let endpoints =
+                    Self::subscribed_endpoints(&mut tx, &media.site_id, event.event_type).await?;
+                let targets: Vec<&Endpoint> = endpoints.iter().collect();
+                Self::insert_event(&mut tx, event, &targets, None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_media(&self, id: &str) -> anyhow::Result<Option<Media>> {
+                let sql = format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.read).await?;
+                row.as_ref().map(Self::media_from).transpose()
+            }
+
+            async fn decide_media(
+                &self,
+                media_id: &str,
+                status: &str,
+                decided_by: &str,
+                note: Option<&str>,
+                moderated_at: i64,
+                event: &NewEvent,
+            ) -> anyhow::Result<Option<Media>> {
+                let mut tx = self.write.begin().await?;
+                // Updating the row first also serialises concurrent decisions
+                // about one item, so their events are numbered in commit order.
+                let sql = format!(
+                    "UPDATE media SET status = $1, decided_by = $2, review_note = $3, \
+                     moderated_at = $4, updated_at = $4 WHERE id = $5 RETURNING {MEDIA_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(status)
+                    .bind(decided_by)
+                    .bind(note)
+                    .bind(moderated_at)
+                    .bind(media_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let media = Self::media_from(&row)?;
+                let endpoints =
+                    Self::subscribed_endpoints(&mut tx, &media.site_id, event.event_type).await?;
+                let targets: Vec<&Endpoint> = endpoints.iter().collect();
+                Self::insert_event(&mut tx, event, &targets, None).await?;
+                tx.commit().await?;
+                Ok(Some(media))
+            }
+
+            async fn create_leased_delivery(
+                &self,
+                endpoint: &Endpoint,
+                event: &NewEvent,
+                delivery_id: &str,
+                lease_token: &str,
+                lease_until_ms: i64,
+            ) -> anyhow::Result<ClaimedDelivery> {
+                let mut tx = self.write.begin().await?;
+                Self::insert_event(
+                    &mut tx,
+                    event,
+                    &[endpoint],
+                    Some((delivery_id, lease_token, lease_until_ms)),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(ClaimedDelivery {
+                    id: delivery_id.to_string(),
+                    lease_token: lease_token.to_string(),
+                    event_id: event.id.clone(),
+                    event_type: event.event_type.as_str().to_string(),
+                    endpoint_id: endpoint.id.clone(),
+                    url: endpoint.url.clone(),
+                    secret: endpoint.secret.clone(),
+                    payload: event.payload.clone(),
+                    previous_attempts: 0,
+                    created_at: event.created_at,
+                })
+            }
+
+            async fn claim_deliveries(
+                &self,
+                request: ClaimRequest<'_>,
+            ) -> anyhow::Result<Vec<ClaimedDelivery>> {
+                // A delivery is due when its time has come, nobody holds a
+                // live lease on it, its endpoint is active and nothing earlier
+                // in its lane is still pending: per media item always, and for
+                // the whole endpoint when it asks for strict ordering.
+                let mut claim = QueryBuilder::<$db>::new("UPDATE deliveries SET lease_until = ");
+                claim
+                    .push_bind(request.lease_until_ms)
+                    .push(", lease_token = ")
+                    .push_bind(request.lease_token)
+                    .push(
+                        " WHERE seq IN (SELECT d.seq FROM deliveries d \
+                         JOIN endpoints e ON e.id = d.endpoint_id \
+                         WHERE d.status = 'pending' AND d.next_attempt_at <= ",
+                    )
+                    .push_bind(request.now_ms)
+                    .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
+                    .push_bind(request.now_ms)
+                    .push(
+                        ") AND e.active \
+                         AND NOT EXISTS (SELECT 1 FROM deliveries p \
+                            WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key \
+                            AND p.status = 'pending' AND p.seq < d.seq) \
+                         AND (NOT e.strict_ordering OR NOT EXISTS (SELECT 1 FROM deliveries p \
+                            WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending' \
+                            AND p.seq < d.seq))",
+                    );
+                if !request.skip_endpoints.is_empty() {
+                    claim.push(" AND d.endpoint_id NOT IN (");
+                    let mut ids = claim.separated(", ");
+                    for id in request.skip_endpoints {
+                        ids.push_bind(id.as_str());
+                    }
+                    claim.push(")");
+                }
+                claim
+                    .push(" ORDER BY d.next_attempt_at, d.seq LIMIT ")
+                    .push_bind(request.limit);
+                if Self::IS_POSTGRES {
+                    claim.push(" FOR UPDATE OF d SKIP LOCKED");
+                }
+                claim.push(")");
+                let claimed = claim.build().execute(&self.write).await?.rows_affected();
+                if claimed == 0 {
+                    return Ok(Vec::new());
+                }
+                let rows = sqlx::query(
+                    "SELECT d.id, d.event_id, d.event_type, d.endpoint_id, d.attempts, d.created_at, \
+                     e.url, e.secret, ev.payload \
+                     FROM deliveries d \
+                     JOIN endpoints e ON e.id = d.endpoint_id \
+                     JOIN events ev ON ev.id = d.event_id \
+                     WHERE d.lease_token = $1 ORDER BY d.seq",
+                )
+                .bind(request.lease_token)
+                .fetch_all(&self.write)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(ClaimedDelivery {
+                            id: row.try_get("id")?,
+                            lease_token: request.lease_token.to_string(),
+                            event_id: row.try_get("event_id")?,
+                            event_type: row.try_get("event_type")?,
+                            endpoint_id: row.try_get("endpoint_id")?,
+                            url: row.try_get("url")?,
+                            secret: row.try_get("secret")?,
+                            payload: row.try_get("payload")?,
+                            previous_attempts: row.try_get("attempts")?,
+                            created_at: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()> {
+                if records.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.write.begin().await?;
+                let mut insert = QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) "
+                ));
+                insert.push_values(records, |mut values, record| {
+                    let (_, next_attempt_at) = next_step_columns(record.next);
+                    values
+                        .push_bind(&record.delivery_id)
+                        .push_bind(record.attempt)
+                        .push_bind(record.started_at)
+                        .push_bind(record.duration_ms)
+                        .push_bind(record.status_code)
+                        .push_bind(&record.response_body)
+                        .push_bind(&record.error_class)
+                        .push_bind(&record.error_message)
+                        .push_bind(next_attempt_at);
+                });
+                insert.build().execute(&mut *tx).await?;
+                for record in records {
+                    let (status, next_attempt_at) = next_step_columns(record.next);
+                    let last_error = match (&record.error_class, &record.error_message) {
+                        (Some(class), Some(message)) => Some(format!("{class}: {message}")),
+                        (Some(class), None) => Some(class.clone()),
+                        _ => None,
+                    };
+                    // Only the lease holder moves the delivery on: if its lease
+                    // expired and another worker took over, that worker's
+                    // outcome decides (the attempt above is still logged).
+                    sqlx::query(
+                        "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, \
+                         lease_until = NULL, lease_token = NULL, last_status_code = $4, \
+                         last_error = $5, updated_at = $6 WHERE id = $7 AND lease_token = $8",
+                    )
+                    .bind(status)
+                    .bind(record.attempt)
+                    .bind(next_attempt_at)
+                    .bind(record.status_code)
+                    .bind(last_error)
+                    .bind(record.started_at + record.duration_ms)
+                    .bind(&record.delivery_id)
+                    .bind(&record.lease_token)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()> {
+                let mut tx = self.write.begin().await?;
+                for (delivery_id, token) in leases {
+                    sqlx::query(
+                        "UPDATE deliveries SET lease_until = NULL, lease_token = NULL \
+                         WHERE id = $1 AND lease_token = $2",
+                    )
+                    .bind(delivery_id)
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_deliveries(
+                &self,
+                endpoint_id: &str,
+                filter: &DeliveryFilter,
+            ) -> anyhow::Result<Vec<Delivery>> {
+                let mut query = QueryBuilder::<$db>::new(format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = "
+                ));
+                query.push_bind(endpoint_id);
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(event) = filter.event {
+                    query.push(" AND event_type = ").push_bind(event.as_str());
+                }
+                if let Some(since) = filter.since_ms {
+                    query.push(" AND created_at >= ").push_bind(since);
+                }
+                if let Some(before) = filter.before_seq {
+                    query.push(" AND seq < ").push_bind(before);
+                }
+                query
+                    .push(" ORDER BY seq DESC LIMIT ")
+                    .push_bind(filter.limit);
+                let rows = query.build().fetch_all(&self.read).await?;
+                let mut deliveries = rows
+                    .iter()
+                    .map(Self::delivery_from)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                self.attach_attempts(&mut deliveries).await?;
+                Ok(deliveries)
+            }
+
+            async fn get_delivery(
+                &self,
+                endpoint_id: &str,
+                delivery_id: &str,
+            ) -> anyhow::Result<Option<Delivery>> {
+                let sql = format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = $1 AND id = $2"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(endpoint_id)
+                    .bind(delivery_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let mut deliveries = vec![Self::delivery_from(&row)?];
+                self.attach_attempts(&mut deliveries).await?;
+                Ok(deliveries.pop())
+            }
+
+            async fn retry_delivery(
+                &self,
+                endpoint_id: &str,
+                delivery_id: &str,
+                now_ms: i64,
+            ) -> anyhow::Result<RetryOutcome> {
+                let mut tx = self.write.begin().await?;
+                let sql = format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = $1 AND id = $2{}",
+                    if Self::IS_POSTGRES { " FOR UPDATE" } else { "" }
+                );
+                let row = sqlx::query(&sql)
+                    .bind(endpoint_id)
+                    .bind(delivery_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(RetryOutcome::NotFound);
+                };
+                let delivery = Self::delivery_from(&row)?;
+                if delivery.status == DeliveryStatus::Pending
+                    && delivery.leased_until.is_some_and(|until| until >= now_ms)
+                {
+                    return Ok(RetryOutcome::InFlight);
+                }
+                let sql = format!(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, \
+                     lease_until = NULL, lease_token = NULL, updated_at = $1 \
+                     WHERE id = $2 RETURNING {DELIVERY_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(now_ms)
+                    .bind(delivery_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let mut deliveries = vec![Self::delivery_from(&row)?];
+                self.attach_attempts(&mut deliveries).await?;
+                Ok(RetryOutcome::Queued(Box::new(
+                    deliveries.pop().context("the retried delivery vanished")?,
+                )))
+            }
+        }
+    };
+}
+
+impl_sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    "sqlite",
+    false
+);
+impl_sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    sqlx::postgres::PgRow,
+    "postgres",
+    true
+);
