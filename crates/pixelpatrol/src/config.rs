@@ -115,11 +115,13 @@ impl Config {
         <Wrapper as clap::Parser>::parse_from(["pixelpatrol"]).config
     }
 
-    /// How long a claimed delivery stays reserved for its worker. Longer than
-    /// an attempt can take, so a live worker never loses its lease, and short
-    /// enough that a crashed worker's deliveries are retried soon.
+    /// How long a claimed delivery stays reserved for its worker. Claimed
+    /// deliveries are sent at once, so this is an attempt's timeout plus a
+    /// margin for recording its outcome; short enough that a crashed worker's
+    /// deliveries are sent again soon. A lease that runs out early costs at
+    /// most a duplicate, never a loss.
     pub fn lease_duration(&self) -> Duration {
-        self.delivery_timeout + Duration::from_secs(30)
+        self.delivery_timeout + Duration::from_secs(10)
     }
 
     pub fn runs_worker(&self) -> bool {

@@ -244,16 +244,18 @@ impl Worker {
         tasks: &mut JoinSet<()>,
         records: &mpsc::UnboundedSender<AttemptRecord>,
     ) -> anyhow::Result<Option<usize>> {
-        let (free, saturated) = {
+        let (free, saturated, endpoint_room) = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
             let free = self.max_in_flight.saturating_sub(in_flight.total);
-            let saturated: Vec<String> = in_flight
-                .per_endpoint
-                .iter()
-                .filter(|(_, count)| **count >= self.max_per_endpoint)
-                .map(|(endpoint, _)| endpoint.clone())
-                .collect();
-            (free, saturated)
+            let mut saturated = Vec::new();
+            let mut endpoint_room = Vec::new();
+            for (endpoint, count) in &in_flight.per_endpoint {
+                match self.max_per_endpoint.saturating_sub(*count) {
+                    0 => saturated.push(endpoint.clone()),
+                    room => endpoint_room.push((endpoint.clone(), room as i64)),
+                }
+            }
+            (free, saturated, endpoint_room)
         };
         if free == 0 {
             return Ok(None);
@@ -269,71 +271,50 @@ impl Worker {
                 lease_until_ms: self.deliverer.lease_until(now),
                 limit: free.min(self.claim_batch) as i64,
                 skip_endpoints: &saturated,
+                max_per_endpoint: self.max_per_endpoint as i64,
+                endpoint_room: &endpoint_room,
             })
             .await?;
         let count = batch.len();
-
-        // One claim may return more for an endpoint than its cap allows; the
-        // extra wait for a slot inside their task, still under lease.
-        let mut per_endpoint_queues: HashMap<String, Vec<ClaimedDelivery>> = HashMap::new();
-        for delivery in batch {
-            per_endpoint_queues
-                .entry(delivery.endpoint_id.clone())
-                .or_default()
-                .push(delivery);
+        {
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+            for delivery in &batch {
+                in_flight
+                    .leases
+                    .insert(delivery.id.clone(), delivery.lease_token.clone());
+                in_flight.total += 1;
+                *in_flight
+                    .per_endpoint
+                    .entry(delivery.endpoint_id.clone())
+                    .or_default() += 1;
+            }
         }
-        for (endpoint_id, deliveries) in per_endpoint_queues {
-            let already = {
-                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-                for delivery in &deliveries {
-                    in_flight
-                        .leases
-                        .insert(delivery.id.clone(), delivery.lease_token.clone());
-                }
-                in_flight.total += deliveries.len();
-                let slot = in_flight.per_endpoint.entry(endpoint_id).or_default();
-                let before = *slot;
-                *slot += deliveries.len();
-                before
-            };
-            // Split the endpoint's share into at most `max_per_endpoint`
-            // sequential runners, so the cap holds even within one batch.
-            let runners = self.max_per_endpoint.saturating_sub(already).max(1);
-            let mut lanes: Vec<Vec<ClaimedDelivery>> = (0..runners).map(|_| Vec::new()).collect();
-            for (index, delivery) in deliveries.into_iter().enumerate() {
-                lanes[index % runners].push(delivery);
-            }
-            for lane in lanes.into_iter().filter(|lane| !lane.is_empty()) {
-                let deliverer = self.deliverer.clone();
-                let records = records.clone();
-                let in_flight = self.in_flight.clone();
-                let slot_freed = self.slot_freed.clone();
-                tasks.spawn(async move {
-                    for delivery in lane {
-                        let outcome = deliverer.sender.send(&delivery).await;
-                        let record = deliverer.record_for(&delivery, &outcome);
-                        log_attempt(&delivery, &record);
-                        // The writer outlives every task; a send error only
-                        // happens if it died, and then the lease expires and
-                        // the delivery is retried.
-                        let _ = records.send(record);
-                        {
-                            let mut in_flight = in_flight.lock().expect("in-flight lock");
-                            in_flight.total -= 1;
-                            in_flight.leases.remove(&delivery.id);
-                            if let Some(slot) =
-                                in_flight.per_endpoint.get_mut(&delivery.endpoint_id)
-                            {
-                                *slot -= 1;
-                                if *slot == 0 {
-                                    in_flight.per_endpoint.remove(&delivery.endpoint_id);
-                                }
-                            }
+        for delivery in batch {
+            let deliverer = self.deliverer.clone();
+            let records = records.clone();
+            let in_flight = self.in_flight.clone();
+            let slot_freed = self.slot_freed.clone();
+            tasks.spawn(async move {
+                let outcome = deliverer.sender.send(&delivery).await;
+                let record = deliverer.record_for(&delivery, &outcome);
+                log_attempt(&delivery, &record);
+                // The writer outlives every task; a send error only happens
+                // if it died, and then the lease expires and the delivery is
+                // sent again.
+                let _ = records.send(record);
+                {
+                    let mut in_flight = in_flight.lock().expect("in-flight lock");
+                    in_flight.total -= 1;
+                    in_flight.leases.remove(&delivery.id);
+                    if let Some(slot) = in_flight.per_endpoint.get_mut(&delivery.endpoint_id) {
+                        *slot -= 1;
+                        if *slot == 0 {
+                            in_flight.per_endpoint.remove(&delivery.endpoint_id);
                         }
-                        slot_freed.notify_one();
                     }
-                });
-            }
+                }
+                slot_freed.notify_one();
+            });
         }
         Ok(Some(count))
     }

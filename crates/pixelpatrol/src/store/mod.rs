@@ -216,6 +216,10 @@ pub struct ClaimRequest<'a> {
     pub limit: i64,
     /// Endpoints this worker will not take more work for right now.
     pub skip_endpoints: &'a [String],
+    /// Most deliveries taken for one endpoint…
+    pub max_per_endpoint: i64,
+    /// …except these, which already have attempts in flight: (endpoint, room left).
+    pub endpoint_room: &'a [(String, i64)],
 }
 
 /// Outcome of a request to retry a delivery by hand.
@@ -275,7 +279,9 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
     ) -> anyhow::Result<ClaimedDelivery>;
 
-    /// Leases up to `limit` due deliveries that are first in their lane.
+    /// Leases up to `limit` due deliveries that are first in their lane, at
+    /// most `max_per_endpoint` (or the endpoint's room) for one endpoint, so
+    /// that every claimed delivery can be sent at once, well within its lease.
     async fn claim_deliveries(
         &self,
         request: ClaimRequest<'_>,

@@ -590,16 +590,14 @@ macro_rules! impl_sql_store {
                 // live lease on it, its endpoint is active and nothing earlier
                 // in its lane is still pending: per media item always, and for
                 // the whole endpoint when it asks for strict ordering.
-                let mut claim = QueryBuilder::<$db>::new("UPDATE deliveries SET lease_until = ");
+                // The scan looks further than `limit` because the per-endpoint
+                // cap may drop some candidates.
+                let mut claim = QueryBuilder::<$db>::new(
+                    "WITH candidates AS (SELECT d.seq, d.endpoint_id, d.next_attempt_at \
+                     FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+                     WHERE d.status = 'pending' AND d.next_attempt_at <= ",
+                );
                 claim
-                    .push_bind(request.lease_until_ms)
-                    .push(", lease_token = ")
-                    .push_bind(request.lease_token)
-                    .push(
-                        " WHERE seq IN (SELECT d.seq FROM deliveries d \
-                         JOIN endpoints e ON e.id = d.endpoint_id \
-                         WHERE d.status = 'pending' AND d.next_attempt_at <= ",
-                    )
                     .push_bind(request.now_ms)
                     .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
                     .push_bind(request.now_ms)
@@ -622,11 +620,41 @@ macro_rules! impl_sql_store {
                 }
                 claim
                     .push(" ORDER BY d.next_attempt_at, d.seq LIMIT ")
-                    .push_bind(request.limit);
+                    .push_bind(request.limit.saturating_mul(4));
                 if Self::IS_POSTGRES {
                     claim.push(" FOR UPDATE OF d SKIP LOCKED");
                 }
-                claim.push(")");
+                claim.push(
+                    "), ranked AS (SELECT seq, next_attempt_at, endpoint_id, ROW_NUMBER() OVER \
+                     (PARTITION BY endpoint_id ORDER BY next_attempt_at, seq) AS place \
+                     FROM candidates) \
+                     UPDATE deliveries SET lease_until = ",
+                );
+                claim
+                    .push_bind(request.lease_until_ms)
+                    .push(", lease_token = ")
+                    .push_bind(request.lease_token)
+                    .push(" WHERE seq IN (SELECT seq FROM ranked WHERE place <= ");
+                if request.endpoint_room.is_empty() {
+                    claim.push_bind(request.max_per_endpoint);
+                } else {
+                    claim.push("CASE endpoint_id");
+                    for (endpoint_id, room) in request.endpoint_room {
+                        claim
+                            .push(" WHEN ")
+                            .push_bind(endpoint_id.as_str())
+                            .push(" THEN ")
+                            .push_bind(*room);
+                    }
+                    claim
+                        .push(" ELSE ")
+                        .push_bind(request.max_per_endpoint)
+                        .push(" END");
+                }
+                claim
+                    .push(" ORDER BY next_attempt_at, seq LIMIT ")
+                    .push_bind(request.limit)
+                    .push(")");
                 let claimed = claim.build().execute(&self.write).await?.rows_affected();
                 if claimed == 0 {
                     return Ok(Vec::new());
