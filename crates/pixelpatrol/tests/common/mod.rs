@@ -222,6 +222,35 @@ pub async fn spawn_app_on(db: Arc<TestDb>, adjust: impl FnOnce(&mut Config)) -> 
 }
 
 impl TestApp {
+    /// A client for a server that runs elsewhere (e.g. in a child process).
+    pub fn attach(address: String, db: Arc<TestDb>) -> TestApp {
+        TestApp {
+            address,
+            http: reqwest::Client::new(),
+            db,
+            shutdown: CancellationToken::new(),
+            server: None,
+        }
+    }
+
+    /// Waits until the server answers its health check.
+    pub async fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = self
+                .http
+                .get(format!("{}/healthz", self.address))
+                .send()
+                .await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn request(
         &self,
         method: Method,
