@@ -10,8 +10,8 @@
 //! * the **Standard Webhooks scheme** (`webhook-id`, `webhook-timestamp`,
 //!   `webhook-signature`): `v1,` + base64 HMAC-SHA256 over
 //!   `"{id}.{timestamp}.{body}"`. The signed timestamp makes replay protection
-//!   possible, so prefer [`Verifier::verify`], which checks this scheme when
-//!   its headers are present and enforces the timestamp tolerance.
+//!   possible: [`Verifier::verify`] requires this scheme and enforces the
+//!   timestamp tolerance, unless told to accept body-only signatures.
 //!
 //! Every comparison of a received signature is constant-time.
 //!
@@ -192,6 +192,7 @@ impl WebhookHeaders {
 pub struct Verifier {
     secret: String,
     tolerance: Duration,
+    allow_body_only: bool,
 }
 
 impl Verifier {
@@ -199,7 +200,17 @@ impl Verifier {
         Self {
             secret: secret.into(),
             tolerance: DEFAULT_TOLERANCE,
+            allow_body_only: false,
         }
+    }
+
+    /// Also accept requests that carry only `X-PixelPatrol-Signature`.
+    /// That signature does not cover the timestamp, so such a request can be
+    /// replayed: deduplicate by event id. Off by default, so that an attacker
+    /// cannot strip the Standard Webhooks headers to get around replay checks.
+    pub fn allow_body_only_signature(mut self, allow: bool) -> Self {
+        self.allow_body_only = allow;
+        self
     }
 
     /// How far the request's timestamp may be from now (default 5 minutes).
@@ -215,10 +226,10 @@ impl Verifier {
 
     /// Verifies a request as if received at `now`.
     ///
-    /// With Standard Webhooks headers present, their signature and signed
-    /// timestamp are checked (replay-protected). Otherwise the PixelPatrol
-    /// signature is checked, and the `X-PixelPatrol-Timestamp` tolerance too.
-    /// Where both are present, both must pass.
+    /// The Standard Webhooks signature and its signed timestamp are checked
+    /// (replay protection); where `X-PixelPatrol-Signature` is present too,
+    /// it must match as well. Requests without the Standard Webhooks headers
+    /// pass only with [`Verifier::allow_body_only_signature`].
     pub fn verify_at(
         &self,
         headers: &WebhookHeaders,
@@ -249,6 +260,9 @@ impl Verifier {
             checked_any = true;
         }
 
+        if !checked_any && !self.allow_body_only {
+            return Err(VerifyError::MissingHeader(STANDARD_SIGNATURE_HEADER));
+        }
         if let Some(signature) = &headers.signature {
             if let Some(timestamp) = &headers.timestamp_ms {
                 let timestamp: i64 = timestamp
@@ -353,8 +367,37 @@ mod tests {
             ..headers
         };
         assert_eq!(
-            verifier.verify_at(&only_pixelpatrol, b"{\"a\":2}", now),
+            verifier.clone().allow_body_only_signature(true).verify_at(
+                &only_pixelpatrol,
+                b"{\"a\":2}",
+                now
+            ),
             Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn stripping_the_standard_headers_does_not_get_around_replay_protection() {
+        let secret = "0123456789abcdef-secret";
+        let headers = headers_for(secret, b"{}", 1_700_000_000_000);
+        let stripped = WebhookHeaders {
+            standard_id: None,
+            standard_timestamp: None,
+            standard_signature: None,
+            timestamp_ms: None,
+            ..headers
+        };
+        let a_day_later = at(1_700_000_000_000 + 86_400_000);
+        assert_eq!(
+            Verifier::new(secret).verify_at(&stripped, b"{}", a_day_later),
+            Err(VerifyError::MissingHeader(STANDARD_SIGNATURE_HEADER))
+        );
+        // Accepted only when the receiver opts in to body-only signatures.
+        assert_eq!(
+            Verifier::new(secret)
+                .allow_body_only_signature(true)
+                .verify_at(&stripped, b"{}", a_day_later),
+            Ok(())
         );
     }
 
@@ -363,6 +406,14 @@ mod tests {
         let verifier = Verifier::new("0123456789abcdef-secret");
         assert_eq!(
             verifier.verify_at(&WebhookHeaders::default(), b"{}", at(0)),
+            Err(VerifyError::MissingHeader(STANDARD_SIGNATURE_HEADER))
+        );
+        assert_eq!(
+            verifier.allow_body_only_signature(true).verify_at(
+                &WebhookHeaders::default(),
+                b"{}",
+                at(0)
+            ),
             Err(VerifyError::MissingHeader(SIGNATURE_HEADER))
         );
     }

@@ -461,6 +461,11 @@ async fn bad_media_submissions_name_the_field_and_write_nothing(backend: Backend
             "app_media_id",
         ),
         (json!({"body": "x".repeat(100_001)}), "body"),
+        (json!({"body": "nul \u{0000} inside"}), "body"),
+        (
+            json!({"body": "x", "app_media_id": "a\u{0000}b"}),
+            "app_media_id",
+        ),
     ] {
         let (status, answer) = app.post("/v1/submit-media", &site.key, body.clone()).await;
         assert_eq!(status, 400, "{answer}");

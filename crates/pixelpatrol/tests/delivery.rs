@@ -23,6 +23,10 @@ both_backends!(
     private_targets_are_refused_outside_dev_mode,
     graceful_shutdown_finishes_the_attempt_in_flight,
     inactive_and_unsubscribed_endpoints_get_nothing,
+    deleting_an_endpoint_mid_attempt_holds_back_no_other_delivery,
+    a_response_with_nul_bytes_is_logged,
+    a_manual_retry_waits_while_its_lane_is_in_flight,
+    the_first_delay_of_the_schedule_postpones_the_first_attempt,
 );
 
 fn headers_of(received: &Received) -> WebhookHeaders {
@@ -440,13 +444,26 @@ async fn retry_after_postpones_the_next_attempt(backend: Backend) {
     assert!(millis(&log[0]["attempts"][1]["started_at"]) >= millis(&first["next_attempt_at"]));
 }
 
-/// Fails about a third of requests, deterministically.
-fn flaky(index: usize) -> Reply {
-    if index % 3 == 1 {
-        Reply::status(500)
-    } else {
-        Reply::ok().after(Duration::from_millis(2))
-    }
+/// A receiver that fails the first two attempts of every third event it
+/// sees: deterministic, and bounded per event, so that no delivery exhausts
+/// its retries by chance.
+async fn flaky_receiver() -> Receiver {
+    // event id -> (attempts so far, unlucky)
+    let events: std::sync::Mutex<HashMap<String, (usize, bool)>> = Default::default();
+    Receiver::scripted(move |request, _| {
+        let mut events = events.lock().unwrap();
+        let seen = events.len();
+        let (attempts, unlucky) = events
+            .entry(request.event_id().to_string())
+            .or_insert((0, seen.is_multiple_of(3)));
+        *attempts += 1;
+        if *unlucky && *attempts <= 2 {
+            Reply::status(500)
+        } else {
+            Reply::ok().after(Duration::from_millis(2))
+        }
+    })
+    .await
 }
 
 /// Checks one ordered lane: requests never overlap, and a request for the
@@ -485,7 +502,7 @@ fn assert_lane_in_order(lane: &str, requests: &[&Received], order: &[String]) {
 
 async fn events_about_one_media_item_arrive_in_order_under_failures(backend: Backend) {
     let app = spawn_app(backend).await;
-    let receiver = Receiver::scripted(|_, index| flaky(index)).await;
+    let receiver = flaky_receiver().await;
     let site = app.create_site().await;
     app.subscribe(&site, &receiver.url).await;
 
@@ -542,7 +559,7 @@ async fn events_about_one_media_item_arrive_in_order_under_failures(backend: Bac
 
 async fn a_strict_ordering_endpoint_is_one_fifo_lane_under_failures(backend: Backend) {
     let app = spawn_app(backend).await;
-    let receiver = Receiver::scripted(|_, index| flaky(index)).await;
+    let receiver = flaky_receiver().await;
     let site = app.create_site().await;
     app.create_webhook(
         &site,
@@ -719,4 +736,111 @@ async fn inactive_and_unsubscribed_endpoints_get_nothing(backend: Backend) {
     // Nothing was even queued for the inactive endpoint.
     let log = app.deliveries(&site, &inactive_webhook, "").await;
     assert_eq!(log["data"].as_array().unwrap().len(), 0);
+}
+
+async fn deleting_an_endpoint_mid_attempt_holds_back_no_other_delivery(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let slow = Receiver::scripted(|_, _| Reply::ok().after(Duration::from_millis(700))).await;
+    let fast = Receiver::start().await;
+    let site = app.create_site().await;
+    let doomed = app.subscribe(&site, &slow.url).await;
+    let kept = app.subscribe(&site, &fast.url).await;
+    app.submit_text(&site, "first").await;
+    slow.wait_for_count(1).await;
+    // Its attempt finishes after the endpoint and its deliveries are gone.
+    let (status, _) = app
+        .delete(
+            &format!("/v1/sites/{}/webhooks/{}", site.id, doomed.id),
+            &site.key,
+        )
+        .await;
+    assert_eq!(status, 204);
+    slow.wait_until("the orphaned attempt to finish", |requests| {
+        requests[0].answered.is_some()
+    })
+    .await;
+    for item in 0..5 {
+        app.submit_text(&site, &format!("after {item}")).await;
+    }
+    app.wait_for_log(&site, &kept, "", |data| {
+        data.len() == 6 && data.iter().all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(fast.count(), 6, "nothing was sent twice");
+}
+
+async fn a_response_with_nul_bytes_is_logged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let receiver = Receiver::scripted(|_, _| {
+        let mut reply = Reply::ok();
+        reply.body = "ok\0with\0nul".into();
+        reply
+    })
+    .await;
+    let site = app.create_site().await;
+    let webhook = app.subscribe(&site, &receiver.url).await;
+    app.submit_text(&site, "x").await;
+    let log = app
+        .wait_for_log(&site, &webhook, "", |data| {
+            data.len() == 1 && data[0]["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        log[0]["attempts"][0]["response_body"],
+        "ok\u{fffd}with\u{fffd}nul"
+    );
+    assert_eq!(receiver.count(), 1);
+}
+
+async fn a_manual_retry_waits_while_its_lane_is_in_flight(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let receiver = Receiver::scripted(|_, _| Reply::ok().after(Duration::from_millis(1500))).await;
+    let site = app.create_site().await;
+    let webhook = app.subscribe(&site, &receiver.url).await;
+    let media_id = app.submit_text(&site, "x").await;
+    receiver.wait_for_count(1).await;
+    app.review(&site, &media_id, "approved").await;
+    let log = app
+        .deliveries(&site, &webhook, "event=media.moderated")
+        .await;
+    let waiting = log["data"][0]["id"].as_str().unwrap().to_string();
+    let retry = format!(
+        "/v1/sites/{}/webhooks/{}/deliveries/{waiting}/retry",
+        site.id, webhook.id
+    );
+    let (status, body) = app.post(&retry, &site.key, json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    // Once the lane is free, the order holds and a retry is accepted.
+    let requests = receiver.wait_for_count(2).await;
+    assert_eq!(requests[0].event(), "media.created");
+    assert_eq!(requests[1].event(), "media.moderated");
+    app.wait_for_log(&site, &webhook, "", |data| {
+        data.iter().all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    let (status, _) = app.post(&retry, &site.key, json!({})).await;
+    assert_eq!(status, 202);
+    receiver.wait_for_count(3).await;
+}
+
+async fn the_first_delay_of_the_schedule_postpones_the_first_attempt(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.retry_schedule = "400ms,10ms".parse().unwrap();
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let site = app.create_site().await;
+    let webhook = app.subscribe(&site, &receiver.url).await;
+    app.submit_text(&site, "x").await;
+    let log = app
+        .wait_for_log(&site, &webhook, "", |data| {
+            data.len() == 1 && data[0]["status"] == "succeeded"
+        })
+        .await;
+    let waited = millis(&log[0]["attempts"][0]["started_at"]) - millis(&log[0]["created_at"]);
+    assert!(
+        waited >= 400,
+        "the first attempt came {waited} ms after the event"
+    );
 }

@@ -82,6 +82,7 @@ CREATE INDEX deliveries_lane ON deliveries (endpoint_id, ordering_key, seq) WHER
 CREATE INDEX deliveries_endpoint_pending ON deliveries (endpoint_id, seq) WHERE status = 'pending';
 CREATE INDEX deliveries_log ON deliveries (endpoint_id, seq);
 CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_lease ON deliveries (lease_token) WHERE lease_token IS NOT NULL;
 
 CREATE TABLE delivery_attempts (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiJson;
-use super::validate::{optional_text, web_url};
+use super::validate::{no_control_characters, optional_text, web_url};
 use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::{AppError, Result};
@@ -72,7 +72,11 @@ async fn submit_media(
             ));
         }
         Some(body) if body.trim().is_empty() => None,
-        other => other,
+        Some(body) => {
+            no_control_characters("body", &body)?;
+            Some(body)
+        }
+        None => None,
     };
     let content_url = input
         .content_url
@@ -87,6 +91,8 @@ async fn submit_media(
     }
     let metadata = match input.metadata {
         None | Some(Value::Null) => json!({}),
+        // Stored as JSON text, where any character is escaped, so any
+        // object is safe to keep.
         Some(object @ Value::Object(_)) => object,
         Some(_) => {
             return Err(AppError::invalid(
@@ -136,6 +142,7 @@ async fn submit_media(
         media_id: media.id.clone(),
         payload: serde_json::to_string(&payload).map_err(anyhow::Error::from)?,
         created_at: now,
+        deliver_at: state.deliverer.first_attempt_at(now),
     };
     state.store.create_media(&media, &event).await?;
     state.deliverer.wake();

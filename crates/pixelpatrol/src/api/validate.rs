@@ -10,6 +10,7 @@ use crate::error::{AppError, Result};
 /// A required, trimmed, non-empty text of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
     let value = value.trim();
+    no_control_characters(field, value)?;
     if value.is_empty() {
         return Err(AppError::invalid(
             field,
@@ -23,6 +24,21 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String> {
         ));
     }
     Ok(value.to_string())
+}
+
+/// Refuses control characters other than tab and line breaks (PostgreSQL
+/// cannot even store NUL, so both backends refuse alike).
+pub fn no_control_characters(field: &str, value: &str) -> Result<()> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// An optional text; empty means absent.

@@ -253,6 +253,8 @@ async fn send_test(
         media_id,
         payload: serde_json::to_string(&payload).map_err(anyhow::Error::from)?,
         created_at: now,
+        // Sent at once by this request, whatever the schedule says.
+        deliver_at: now,
     };
     let delivery_id = new_id("dlv");
     let claimed = state

@@ -60,6 +60,15 @@ impl Deliverer {
         self.wake.notify_one();
     }
 
+    /// When a delivery of an event created at `now` is first due.
+    pub fn first_attempt_at(&self, now: i64) -> i64 {
+        now + self
+            .schedule
+            .first_delay()
+            .as_millis()
+            .min(i64::MAX as u128) as i64
+    }
+
     pub fn lease_until(&self, now: i64) -> i64 {
         now + self.lease.as_millis() as i64
     }
@@ -322,32 +331,59 @@ impl Worker {
 
 /// Writes attempt records in batches (one transaction for all that queued up
 /// meanwhile) and wakes the worker, since each write can unblock a lane.
+///
+/// While the database is away, records are kept and retried. A record the
+/// working database refuses (poison) is dropped after a few tries: its lease
+/// expires and the delivery is sent again, a duplicate at worst, never a loss.
 async fn write_records(
     deliverer: Arc<Deliverer>,
     mut records: mpsc::UnboundedReceiver<AttemptRecord>,
 ) {
+    let store = &deliverer.store;
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut backoff = Duration::from_millis(50);
         let mut failures = 0;
         loop {
-            match deliverer.store.record_attempts(&batch).await {
+            let error = match store.record_attempts(&batch).await {
                 Ok(()) => break,
-                // Keep the outcomes while the database is away: dropping them
-                // only means the deliveries are sent again once their leases
-                // expire. During shutdown, give up after a few tries for that
-                // same reason.
-                Err(error) if records.is_closed() && failures >= 5 => {
-                    tracing::error!(error = ?error, count = batch.len(), "recording attempts failed at shutdown; these deliveries will be sent again");
+                Err(error) => error,
+            };
+            failures += 1;
+            if batch.len() > 1 {
+                // One refused record must not hold back the others.
+                let offered = batch.len();
+                let mut refused = Vec::new();
+                for record in batch.drain(..) {
+                    if store
+                        .record_attempts(std::slice::from_ref(&record))
+                        .await
+                        .is_err()
+                    {
+                        refused.push(record);
+                    }
+                }
+                batch = refused;
+                if batch.is_empty() {
                     break;
                 }
-                Err(error) => {
-                    failures += 1;
-                    tracing::error!(error = ?error, count = batch.len(), "recording attempts failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                if batch.len() < offered {
+                    for record in &batch {
+                        tracing::error!(error = ?error, delivery_id = %record.delivery_id, "the database refuses this attempt record; dropping it");
+                    }
+                    break;
                 }
+            } else if failures >= 3 && store.get_setting("ping").await.is_ok() {
+                tracing::error!(error = ?error, delivery_id = %batch[0].delivery_id, "the database refuses this attempt record; dropping it");
+                break;
             }
+            if records.is_closed() && failures >= 5 {
+                tracing::error!(error = ?error, count = batch.len(), "recording attempts failed at shutdown; these deliveries will be sent again");
+                break;
+            }
+            tracing::error!(error = ?error, count = batch.len(), "recording attempts failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         batch.clear();
         deliverer.wake();

@@ -19,6 +19,11 @@ impl RetrySchedule {
         (!delays.is_empty()).then_some(Self { delays })
     }
 
+    /// The delay of the initial attempt.
+    pub fn first_delay(&self) -> Duration {
+        self.delays[0]
+    }
+
     /// How many attempts a delivery gets before it is dead.
     pub fn max_attempts(&self) -> u32 {
         self.delays.len() as u32

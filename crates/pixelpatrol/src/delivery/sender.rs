@@ -79,6 +79,9 @@ impl Sender {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // A proxy would be resolved and connected to instead of the
+            // target, which would defeat the private-address guard.
+            .no_proxy()
             .dns_resolver(std::sync::Arc::new(GuardedResolver { allow_private }))
             .build()?;
         Ok(Self {
@@ -230,10 +233,15 @@ async fn read_prefix(
                 }
             }
             Ok(None) => break,
-            Err(error) => return (String::from_utf8_lossy(&kept).into_owned(), Some(error)),
+            Err(error) => return (storable_text(&kept), Some(error)),
         }
     }
-    (String::from_utf8_lossy(&kept).into_owned(), None)
+    (storable_text(&kept), None)
+}
+
+/// Text that both databases store: PostgreSQL refuses NUL characters.
+pub fn storable_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{fffd}")
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
@@ -253,12 +261,21 @@ fn classify(error: &reqwest::Error) -> (ErrorClass, String) {
         chain.push(current);
         source = current.source();
     }
+    // The causes' own words, not reqwest's summary, which names the URL (and
+    // a URL may contain any word, e.g. /certificates).
     let message = chain
         .iter()
+        .skip(1)
         .map(|error| error.to_string())
         .collect::<Vec<_>>()
         .join(": ");
+    let message = if message.is_empty() {
+        error.to_string()
+    } else {
+        message
+    };
 
+    let message = storable_text(message.as_bytes());
     if let Some(blocked) = chain.iter().find_map(|e| e.downcast_ref::<BlockedTarget>()) {
         return (ErrorClass::BlockedTarget, blocked.to_string());
     }
@@ -276,6 +293,7 @@ fn classify(error: &reqwest::Error) -> (ErrorClass, String) {
     // rustls reports through io errors; its messages are the stable signal
     // without tying this crate to reqwest's exact rustls version.
     let lower = message.to_lowercase();
+    // (Only the causes are searched; see above.)
     if [
         "tls",
         "certificate",

@@ -52,9 +52,21 @@ fn is_blocked_v6(ip: Ipv6Addr) -> bool {
         );
         return is_blocked_v4(v4);
     }
+    // 6to4 (2002::/16) carries an IPv4 address in bits 16..48.
+    if segments[0] == 0x2002 {
+        let v4 = Ipv4Addr::new(
+            (segments[1] >> 8) as u8,
+            segments[1] as u8,
+            (segments[2] >> 8) as u8,
+            segments[2] as u8,
+        );
+        return is_blocked_v4(v4);
+    }
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || (segments[0] == 0x2001 && segments[1] == 0) // Teredo tunnels
+        || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1) // local-use NAT64
         || (segments[0] & 0xfe00) == 0xfc00 // unique local, fd00:ec2::254 metadata
         || (segments[0] & 0xffc0) == 0xfe80 // link local
         || (segments[0] & 0xffc0) == 0xfec0 // site local (deprecated)
@@ -169,6 +181,9 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
+            "64:ff9b:1::1",
         ] {
             assert!(blocked(address), "{address} should be blocked");
         }
@@ -183,6 +198,7 @@ mod tests {
             "100.128.0.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
         ] {
             assert!(!blocked(address), "{address} should be allowed");
         }

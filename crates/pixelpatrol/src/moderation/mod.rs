@@ -83,6 +83,7 @@ pub async fn record_decision(
         media_id: media.id.clone(),
         payload: serde_json::to_string(&payload).map_err(anyhow::Error::from)?,
         created_at: now,
+        deliver_at: state.deliverer.first_attempt_at(now),
     };
     let decided = state
         .store

@@ -87,6 +87,8 @@ pub struct NewEvent {
     /// The exact JSON body every endpoint receives.
     pub payload: String,
     pub created_at: i64,
+    /// When the first attempt is due (the retry schedule's first delay).
+    pub deliver_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

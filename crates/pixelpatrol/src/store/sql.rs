@@ -263,7 +263,7 @@ macro_rules! impl_sql_store {
                         .push_bind(&event.media_id)
                         .push_bind(DeliveryStatus::Pending.as_str())
                         .push_bind(0_i64)
-                        .push_bind(event.created_at)
+                        .push_bind(event.deliver_at)
                         .push_bind(leased.map(|(_, _, until)| until))
                         .push_bind(leased.map(|(_, token, _)| token.to_string()))
                         .push_bind(event.created_at)
@@ -693,8 +693,12 @@ macro_rules! impl_sql_store {
                     return Ok(());
                 }
                 let mut tx = self.write.begin().await?;
+                // Attempts whose delivery was deleted meanwhile (its endpoint
+                // or site was removed) are dropped, not an error.
                 let mut insert = QueryBuilder::<$db>::new(format!(
-                    "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) "
+                    "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) \
+                     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+                     v.column7, v.column8, v.column9 FROM ("
                 ));
                 insert.push_values(records, |mut values, record| {
                     let (_, next_attempt_at) = next_step_columns(record.next);
@@ -709,6 +713,9 @@ macro_rules! impl_sql_store {
                         .push_bind(&record.error_message)
                         .push_bind(next_attempt_at);
                 });
+                insert.push(
+                    ") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)",
+                );
                 insert.build().execute(&mut *tx).await?;
                 for record in records {
                     let (status, next_attempt_at) = next_step_columns(record.next);
@@ -830,9 +837,19 @@ macro_rules! impl_sql_store {
                     return Ok(RetryOutcome::NotFound);
                 };
                 let delivery = Self::delivery_from(&row)?;
-                if delivery.status == DeliveryStatus::Pending
-                    && delivery.leased_until.is_some_and(|until| until >= now_ms)
-                {
+                // Re-queuing while anything in its lane is being sent could
+                // put two attempts of one lane in flight at once.
+                let busy = sqlx::query(
+                    "SELECT 1 FROM deliveries p JOIN endpoints e ON e.id = p.endpoint_id \
+                     WHERE p.endpoint_id = $1 AND p.status = 'pending' AND p.lease_until >= $2 \
+                     AND (e.strict_ordering OR p.ordering_key = $3) LIMIT 1",
+                )
+                .bind(endpoint_id)
+                .bind(now_ms)
+                .bind(&delivery.media_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if busy.is_some() {
                     return Ok(RetryOutcome::InFlight);
                 }
                 let sql = format!(

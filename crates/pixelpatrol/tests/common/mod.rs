@@ -185,6 +185,15 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
 
 /// Starts a server on an existing database (e.g. to restart after a stop).
 pub async fn spawn_app_on(db: Arc<TestDb>, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    // Server logs go to the test's captured output (shown when it fails);
+    // RUST_LOG selects them, warnings by default.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
     let mut config = test_config(&db.url);
     adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
