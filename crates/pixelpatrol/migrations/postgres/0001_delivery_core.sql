@@ -97,3 +97,17 @@ CREATE TABLE delivery_attempts (
     next_attempt_at BIGINT
 );
 CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery_id, attempt);
+
+-- Queue tables change fast: refresh their statistics (and clean dead rows)
+-- long before the default 10-20 % of the table has changed, so the planner
+-- never works from the numbers of a nearly empty table.
+ALTER TABLE deliveries SET (
+    autovacuum_analyze_scale_factor = 0.01,
+    autovacuum_analyze_threshold = 1000,
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_threshold = 1000
+);
+ALTER TABLE delivery_attempts SET (
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_scale_factor = 0.05
+);

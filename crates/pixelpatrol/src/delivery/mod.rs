@@ -33,6 +33,10 @@ use sender::{AttemptOutcome, Sender};
 
 /// Records written in one transaction at most.
 const RECORD_BATCH: usize = 512;
+/// How often the worker refreshes the database's planner statistics.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the worker gathers wake-ups before it claims.
+const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
 /// What the API needs from delivery: waking the worker when new work was
 /// committed, and sending a delivery right now (the endpoint test).
@@ -185,6 +189,7 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let (records_tx, records_rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_records(self.deliverer.clone(), records_rx));
+        let maintenance = tokio::spawn(maintain(self.deliverer.clone(), shutdown.clone()));
         let mut tasks = JoinSet::new();
 
         while !shutdown.is_cancelled() {
@@ -200,17 +205,20 @@ impl Worker {
                 // Full batch: there is probably more, claim again at once.
                 Some(count) if count == self.claim_batch => continue,
                 Some(_) => {
-                    tokio::select! {
-                        _ = self.deliverer.wake.notified() => {}
-                        _ = self.slot_freed.notified() => {}
-                        _ = tokio::time::sleep(self.poll_interval) => {}
-                        _ = shutdown.cancelled() => {}
+                    let woken = tokio::select! {
+                        _ = self.deliverer.wake.notified() => true,
+                        _ = self.slot_freed.notified() => true,
+                        _ = tokio::time::sleep(self.poll_interval) => false,
+                        _ = shutdown.cancelled() => false,
+                    };
+                    if woken {
+                        self.linger().await;
                     }
                 }
                 // No free slot: wait for one.
                 None => {
                     tokio::select! {
-                        _ = self.slot_freed.notified() => {}
+                        _ = self.slot_freed.notified() => self.linger().await,
                         _ = shutdown.cancelled() => {}
                     }
                 }
@@ -241,9 +249,17 @@ impl Worker {
             }
         }
         drop(records_tx);
+        let _ = maintenance.await;
         if let Err(error) = writer.await {
             tracing::error!(error = ?error, "the attempt writer stopped abnormally");
         }
+    }
+
+    /// A wake-up usually comes with more behind it (attempts finish and
+    /// submissions commit one after another): waiting a moment lets one
+    /// claim take them all instead of one claim each.
+    async fn linger(&self) {
+        tokio::time::sleep(CLAIM_LINGER).await;
     }
 
     /// Claims as many due deliveries as there are free slots and starts
@@ -326,6 +342,22 @@ impl Worker {
             });
         }
         Ok(Some(count))
+    }
+}
+
+/// Refreshes the database's statistics every few seconds (see
+/// `Store::maintain`).
+async fn maintain(deliverer: Arc<Deliverer>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(error) = deliverer.store.maintain().await {
+            tracing::warn!(error = ?error, "database maintenance failed");
+        }
     }
 }
 

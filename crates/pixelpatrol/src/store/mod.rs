@@ -293,6 +293,12 @@ pub trait Store: Send + Sync + 'static {
     /// Gives leased deliveries back without an attempt (graceful shutdown).
     async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()>;
 
+    /// Keeps the planner's statistics current. Queue tables grow from empty
+    /// to millions of rows faster than autovacuum looks at them (once a
+    /// minute), and a plan made from an empty table's numbers can turn a
+    /// 10 ms claim into a 10 s one. Called by the worker every few seconds.
+    async fn maintain(&self) -> anyhow::Result<()>;
+
     async fn list_deliveries(
         &self,
         endpoint_id: &str,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use pixelpatrol_webhooks::EventType;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -40,7 +40,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // Statement journals and sorts stay in memory instead of temporary
+            // files; a larger page cache keeps the hot indexes resident.
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-65536");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -67,10 +71,16 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        // The outbox tables grow from empty to millions of rows within
+        // minutes. A plan cached for prepared statements while they were
+        // small (a generic plan) would be kept for good, so every execution
+        // is planned with the current statistics.
+        let options =
+            PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
+            .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
@@ -717,32 +727,36 @@ macro_rules! impl_sql_store {
                     ") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)",
                 );
                 insert.build().execute(&mut *tx).await?;
-                for record in records {
+                // One statement moves every delivery on. Only the lease holder
+                // does: if its lease expired and another worker took over,
+                // that worker's outcome decides (the attempt is still logged).
+                let mut update = QueryBuilder::<$db>::new(
+                    "UPDATE deliveries SET status = v.column3, attempts = v.column4, \
+                     next_attempt_at = v.column5, lease_until = NULL, lease_token = NULL, \
+                     last_status_code = v.column6, last_error = v.column7, updated_at = v.column8 \
+                     FROM (",
+                );
+                update.push_values(records, |mut values, record| {
                     let (status, next_attempt_at) = next_step_columns(record.next);
                     let last_error = match (&record.error_class, &record.error_message) {
                         (Some(class), Some(message)) => Some(format!("{class}: {message}")),
                         (Some(class), None) => Some(class.clone()),
                         _ => None,
                     };
-                    // Only the lease holder moves the delivery on: if its lease
-                    // expired and another worker took over, that worker's
-                    // outcome decides (the attempt above is still logged).
-                    sqlx::query(
-                        "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, \
-                         lease_until = NULL, lease_token = NULL, last_status_code = $4, \
-                         last_error = $5, updated_at = $6 WHERE id = $7 AND lease_token = $8",
-                    )
-                    .bind(status)
-                    .bind(record.attempt)
-                    .bind(next_attempt_at)
-                    .bind(record.status_code)
-                    .bind(last_error)
-                    .bind(record.started_at + record.duration_ms)
-                    .bind(&record.delivery_id)
-                    .bind(&record.lease_token)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    values
+                        .push_bind(&record.delivery_id)
+                        .push_bind(&record.lease_token)
+                        .push_bind(status)
+                        .push_bind(record.attempt)
+                        .push_bind(next_attempt_at)
+                        .push_bind(record.status_code)
+                        .push_bind(last_error)
+                        .push_bind(record.started_at + record.duration_ms);
+                });
+                update.push(
+                    ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2",
+                );
+                update.build().execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -760,6 +774,27 @@ macro_rules! impl_sql_store {
                     .await?;
                 }
                 tx.commit().await?;
+                Ok(())
+            }
+
+            async fn maintain(&self) -> anyhow::Result<()> {
+                if Self::IS_POSTGRES {
+                    let stale: Vec<String> = sqlx::query_scalar(
+                        "SELECT relname::text FROM pg_stat_user_tables \
+                         WHERE relname IN ('deliveries', 'delivery_attempts', 'events') \
+                         AND n_mod_since_analyze > GREATEST(1000, n_live_tup / 20)",
+                    )
+                    .fetch_all(&self.write)
+                    .await?;
+                    for table in stale {
+                        // The names come from the fixed list above.
+                        sqlx::query(&format!("ANALYZE {table}"))
+                            .execute(&self.write)
+                            .await?;
+                    }
+                } else {
+                    sqlx::query("PRAGMA optimize").execute(&self.write).await?;
+                }
                 Ok(())
             }
 
