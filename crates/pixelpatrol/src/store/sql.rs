@@ -7,6 +7,7 @@
 //! single writer connection, PostgreSQL's `FOR UPDATE SKIP LOCKED` and
 //! advisory locks) are switched on `IS_POSTGRES`, a constant per expansion.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
@@ -31,6 +33,7 @@ use super::{
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    media_batcher: MediaBatcher,
 }
 
 impl SqliteStore {
@@ -57,7 +60,16 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { write, read })
+        let media_batcher = MediaBatcher::start(write.clone());
+        Ok(Self {
+            write,
+            read,
+            media_batcher,
+        })
+    }
+
+    fn media_batcher(&self) -> Option<&MediaBatcher> {
+        Some(&self.media_batcher)
     }
 }
 
@@ -90,6 +102,69 @@ impl PostgresStore {
             write: pool.clone(),
             read: pool,
         })
+    }
+
+    /// Submissions write in their own transactions here: the pool's
+    /// connections commit in parallel.
+    fn media_batcher(&self) -> Option<&MediaBatcher> {
+        None
+    }
+}
+
+type MediaRequest = (Media, NewEvent, oneshot::Sender<Result<(), String>>);
+
+/// Group commit for SQLite submissions: SQLite has one writer, and a commit
+/// costs far more than the rows in it, so submissions that arrive while the
+/// previous group commits are written together in the next transaction.
+#[derive(Debug, Clone)]
+pub struct MediaBatcher {
+    requests: mpsc::Sender<MediaRequest>,
+}
+
+/// Submissions written in one transaction at most.
+const MEDIA_BATCH: usize = 128;
+
+impl MediaBatcher {
+    fn start(pool: SqlitePool) -> Self {
+        let (requests, mut queue) = mpsc::channel::<MediaRequest>(MEDIA_BATCH * 8);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MEDIA_BATCH);
+            while queue.recv_many(&mut batch, MEDIA_BATCH).await > 0 {
+                let items: Vec<(Media, NewEvent)> = batch
+                    .iter()
+                    .map(|(media, event, _)| (media.clone(), event.clone()))
+                    .collect();
+                match SqliteStore::write_media_batch(&pool, &items).await {
+                    Ok(()) => {
+                        for (_, _, reply) in batch.drain(..) {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    // One bad item must not fail the others: alone, each
+                    // gets its own answer.
+                    Err(_) => {
+                        for (media, event, reply) in batch.drain(..) {
+                            let result =
+                                SqliteStore::write_media_batch(&pool, &[(media, event)]).await;
+                            let _ = reply.send(result.map_err(|error| format!("{error:#}")));
+                        }
+                    }
+                }
+            }
+        });
+        MediaBatcher { requests }
+    }
+
+    async fn submit(&self, media: Media, event: NewEvent) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send((media, event, reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("the submission writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the submission writer has stopped"))?
+            .map_err(|error| anyhow::anyhow!(error))
     }
 }
 
@@ -304,6 +379,49 @@ macro_rules! impl_sql_store {
                 Ok(endpoints)
             }
 
+            /// Writes media items with their `media.created` events and
+            /// deliveries, all in one transaction.
+            async fn write_media_batch(
+                pool: &sqlx::Pool<$db>,
+                items: &[(Media, NewEvent)],
+            ) -> anyhow::Result<()> {
+                let mut tx = pool.begin().await?;
+                let mut subscribers: HashMap<(String, EventType), Vec<Endpoint>> = HashMap::new();
+                for (media, event) in items {
+                    sqlx::query(
+                        "INSERT INTO media (id, site_id, app_media_id, content_type, content_url, body, \
+                         metadata, status, review_note, decided_by, created_at, updated_at, moderated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .bind(&media.id)
+                    .bind(&media.site_id)
+                    .bind(&media.app_media_id)
+                    .bind(&media.content_type)
+                    .bind(&media.content_url)
+                    .bind(&media.body)
+                    .bind(media.metadata.to_string())
+                    .bind(&media.status)
+                    .bind(&media.review_note)
+                    .bind(&media.decided_by)
+                    .bind(media.created_at)
+                    .bind(media.updated_at)
+                    .bind(media.moderated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    let key = (media.site_id.clone(), event.event_type);
+                    if !subscribers.contains_key(&key) {
+                        let endpoints =
+                            Self::subscribed_endpoints(&mut tx, &media.site_id, event.event_type)
+                                .await?;
+                        subscribers.insert(key.clone(), endpoints);
+                    }
+                    let targets: Vec<&Endpoint> = subscribers[&key].iter().collect();
+                    Self::insert_event(&mut tx, event, &targets, None).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn attach_attempts(&self, deliveries: &mut [Delivery]) -> anyhow::Result<()> {
                 if deliveries.is_empty() {
                     return Ok(());
@@ -490,33 +608,12 @@ macro_rules! impl_sql_store {
             }
 
             async fn create_media(&self, media: &Media, event: &NewEvent) -> anyhow::Result<()> {
-                let mut tx = self.write.begin().await?;
-                sqlx::query(
-                    "INSERT INTO media (id, site_id, app_media_id, content_type, content_url, body, \
-                     metadata, status, review_note, decided_by, created_at, updated_at, moderated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&media.id)
-                .bind(&media.site_id)
-                .bind(&media.app_media_id)
-                .bind(&media.content_type)
-                .bind(&media.content_url)
-                .bind(&media.body)
-                .bind(media.metadata.to_string())
-                .bind(&media.status)
-                .bind(&media.review_note)
-                .bind(&media.decided_by)
-                .bind(media.created_at)
-                .bind(media.updated_at)
-                .bind(media.moderated_at)
-                .execute(&mut *tx)
-                .await?;
-                let endpoints =
-                    Self::subscribed_endpoints(&mut tx, &media.site_id, event.event_type).await?;
-                let targets: Vec<&Endpoint> = endpoints.iter().collect();
-                Self::insert_event(&mut tx, event, &targets, None).await?;
-                tx.commit().await?;
-                Ok(())
+                match self.media_batcher() {
+                    Some(batcher) => batcher.submit(media.clone(), event.clone()).await,
+                    None => {
+                        Self::write_media_batch(&self.write, &[(media.clone(), event.clone())]).await
+                    }
+                }
             }
 
             async fn get_media(&self, id: &str) -> anyhow::Result<Option<Media>> {
