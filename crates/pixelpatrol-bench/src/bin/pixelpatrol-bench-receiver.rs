@@ -178,7 +178,7 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Response<Full<Byt
         .to_string();
     let submitted_us = event["data"]["metadata"]["t"].as_u64();
 
-    let (mode, hold, check_order, strict) = {
+    let (mode, hold, check_order, strict, lane_key) = {
         let mut inner = shared.lock().unwrap();
         inner.requests += 1;
         if !signed {
@@ -190,16 +190,17 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Response<Full<Byt
         let hold = Duration::from_millis(control.hold_ms);
         let check_order = control.check_order;
         let strict = control.strict.contains(&endpoint);
+        // A strict endpoint is one lane; otherwise each media item is.
+        let lane_key = (
+            endpoint,
+            if strict {
+                String::new()
+            } else {
+                media_id.clone()
+            },
+        );
         if check_order {
-            let lane_key = (
-                endpoint,
-                if strict {
-                    String::new()
-                } else {
-                    media_id.clone()
-                },
-            );
-            let lane = inner.lanes.entry(lane_key).or_default();
+            let lane = inner.lanes.entry(lane_key.clone()).or_default();
             let mut problems = Vec::new();
             if lane.in_flight {
                 problems.push(format!(
@@ -218,7 +219,7 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Response<Full<Byt
                 inner.violation(problem);
             }
         }
-        (mode, hold, check_order, strict)
+        (mode, hold, check_order, strict, lane_key)
     };
 
     let status = match mode {
@@ -247,14 +248,6 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Response<Full<Byt
         inner.injected_failures += 1;
     }
     if check_order {
-        let lane_key = (
-            endpoint,
-            if strict {
-                String::new()
-            } else {
-                media_id.clone()
-            },
-        );
         let lane = inner.lanes.entry(lane_key).or_default();
         lane.in_flight = false;
         let mut problem = None;

@@ -77,7 +77,8 @@ CREATE TABLE deliveries (
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
 );
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE status = 'pending';
+-- The claim looks for due deliveries endpoint by endpoint.
+CREATE INDEX deliveries_due ON deliveries (endpoint_id, next_attempt_at, seq) WHERE status = 'pending';
 CREATE INDEX deliveries_lane ON deliveries (endpoint_id, ordering_key, seq) WHERE status = 'pending';
 CREATE INDEX deliveries_endpoint_pending ON deliveries (endpoint_id, seq) WHERE status = 'pending';
 CREATE INDEX deliveries_log ON deliveries (endpoint_id, seq);

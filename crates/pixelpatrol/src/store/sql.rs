@@ -86,9 +86,10 @@ impl PostgresStore {
         // The outbox tables grow from empty to millions of rows within
         // minutes. A plan cached for prepared statements while they were
         // small (a generic plan) would be kept for good, so every execution
-        // is planned with the current statistics.
-        let options =
-            PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]);
+        // is planned with the current statistics. JIT compilation would cost
+        // more than these short queries themselves.
+        let options = PgConnectOptions::from_str(url)?
+            .options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
@@ -294,6 +295,16 @@ macro_rules! impl_sql_store {
                 endpoints: &[&Endpoint],
                 leased: Option<(&str, &str, i64)>,
             ) -> anyhow::Result<()> {
+                Self::insert_events(tx, &[(event, endpoints)], leased).await
+            }
+
+            /// Writes events and their deliveries with a few multi-row
+            /// statements, inside the caller's transaction.
+            async fn insert_events(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                events: &[(&NewEvent, &[&Endpoint])],
+                leased: Option<(&str, &str, i64)>,
+            ) -> anyhow::Result<()> {
                 if Self::IS_POSTGRES {
                     // Sequence numbers are handed out before commit, so two
                     // concurrent transactions could commit in the opposite
@@ -301,12 +312,14 @@ macro_rules! impl_sql_store {
                     // would let a later event overtake an earlier one, so
                     // writers to such an endpoint take turns. Sorted ids keep
                     // two writers from waiting on each other.
-                    let mut strict: Vec<&str> = endpoints
+                    let mut strict: Vec<&str> = events
                         .iter()
+                        .flat_map(|(_, endpoints)| endpoints.iter())
                         .filter(|endpoint| endpoint.strict_ordering)
                         .map(|endpoint| endpoint.id.as_str())
                         .collect();
                     strict.sort_unstable();
+                    strict.dedup();
                     for endpoint_id in strict {
                         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                             .bind(endpoint_id)
@@ -314,47 +327,54 @@ macro_rules! impl_sql_store {
                             .await?;
                     }
                 }
-                sqlx::query(
-                    "INSERT INTO events (id, site_id, event_type, media_id, payload, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&event.id)
-                .bind(&event.site_id)
-                .bind(event.event_type.as_str())
-                .bind(&event.media_id)
-                .bind(&event.payload)
-                .bind(event.created_at)
-                .execute(&mut **tx)
-                .await?;
-                if endpoints.is_empty() {
-                    return Ok(());
+                // Chunks keep each statement under SQLite's bound-parameter limit.
+                for chunk in events.chunks(1000) {
+                    let mut insert = QueryBuilder::<$db>::new(
+                        "INSERT INTO events (id, site_id, event_type, media_id, payload, created_at) ",
+                    );
+                    insert.push_values(chunk, |mut values, (event, _)| {
+                        values
+                            .push_bind(&event.id)
+                            .push_bind(&event.site_id)
+                            .push_bind(event.event_type.as_str())
+                            .push_bind(&event.media_id)
+                            .push_bind(&event.payload)
+                            .push_bind(event.created_at);
+                    });
+                    insert.build().execute(&mut **tx).await?;
                 }
-                let mut insert = QueryBuilder::<$db>::new(
-                    "INSERT INTO deliveries (id, event_id, endpoint_id, site_id, event_type, \
-                     ordering_key, status, attempts, next_attempt_at, lease_until, lease_token, \
-                     created_at, updated_at) ",
-                );
-                insert.push_values(endpoints, |mut values, endpoint| {
-                    let id = match leased {
-                        Some((delivery_id, _, _)) => delivery_id.to_string(),
-                        None => crate::util::new_id("dlv"),
-                    };
-                    values
-                        .push_bind(id)
-                        .push_bind(&event.id)
-                        .push_bind(&endpoint.id)
-                        .push_bind(&event.site_id)
-                        .push_bind(event.event_type.as_str())
-                        .push_bind(&event.media_id)
-                        .push_bind(DeliveryStatus::Pending.as_str())
-                        .push_bind(0_i64)
-                        .push_bind(event.deliver_at)
-                        .push_bind(leased.map(|(_, _, until)| until))
-                        .push_bind(leased.map(|(_, token, _)| token.to_string()))
-                        .push_bind(event.created_at)
-                        .push_bind(event.created_at);
-                });
-                insert.build().execute(&mut **tx).await?;
+                let deliveries: Vec<(&NewEvent, &Endpoint)> = events
+                    .iter()
+                    .flat_map(|(event, endpoints)| endpoints.iter().map(move |endpoint| (*event, *endpoint)))
+                    .collect();
+                for chunk in deliveries.chunks(2000) {
+                    let mut insert = QueryBuilder::<$db>::new(
+                        "INSERT INTO deliveries (id, event_id, endpoint_id, site_id, event_type, \
+                         ordering_key, status, attempts, next_attempt_at, lease_until, lease_token, \
+                         created_at, updated_at) ",
+                    );
+                    insert.push_values(chunk, |mut values, (event, endpoint)| {
+                        let id = match leased {
+                            Some((delivery_id, _, _)) => delivery_id.to_string(),
+                            None => crate::util::new_id("dlv"),
+                        };
+                        values
+                            .push_bind(id)
+                            .push_bind(&event.id)
+                            .push_bind(&endpoint.id)
+                            .push_bind(&event.site_id)
+                            .push_bind(event.event_type.as_str())
+                            .push_bind(&event.media_id)
+                            .push_bind(DeliveryStatus::Pending.as_str())
+                            .push_bind(0_i64)
+                            .push_bind(event.deliver_at)
+                            .push_bind(leased.map(|(_, _, until)| until))
+                            .push_bind(leased.map(|(_, token, _)| token.to_string()))
+                            .push_bind(event.created_at)
+                            .push_bind(event.created_at);
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
                 Ok(())
             }
 
@@ -386,38 +406,54 @@ macro_rules! impl_sql_store {
                 items: &[(Media, NewEvent)],
             ) -> anyhow::Result<()> {
                 let mut tx = pool.begin().await?;
+                for chunk in items.chunks(1000) {
+                    let mut insert = QueryBuilder::<$db>::new(
+                        "INSERT INTO media (id, site_id, app_media_id, content_type, content_url, body, \
+                         metadata, status, review_note, decided_by, created_at, updated_at, moderated_at) ",
+                    );
+                    insert.push_values(chunk, |mut values, (media, _)| {
+                        values
+                            .push_bind(&media.id)
+                            .push_bind(&media.site_id)
+                            .push_bind(&media.app_media_id)
+                            .push_bind(&media.content_type)
+                            .push_bind(&media.content_url)
+                            .push_bind(&media.body)
+                            .push_bind(media.metadata.to_string())
+                            .push_bind(&media.status)
+                            .push_bind(&media.review_note)
+                            .push_bind(&media.decided_by)
+                            .push_bind(media.created_at)
+                            .push_bind(media.updated_at)
+                            .push_bind(media.moderated_at);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                // Each site's subscribers are read once per batch.
                 let mut subscribers: HashMap<(String, EventType), Vec<Endpoint>> = HashMap::new();
                 for (media, event) in items {
-                    sqlx::query(
-                        "INSERT INTO media (id, site_id, app_media_id, content_type, content_url, body, \
-                         metadata, status, review_note, decided_by, created_at, updated_at, moderated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                    )
-                    .bind(&media.id)
-                    .bind(&media.site_id)
-                    .bind(&media.app_media_id)
-                    .bind(&media.content_type)
-                    .bind(&media.content_url)
-                    .bind(&media.body)
-                    .bind(media.metadata.to_string())
-                    .bind(&media.status)
-                    .bind(&media.review_note)
-                    .bind(&media.decided_by)
-                    .bind(media.created_at)
-                    .bind(media.updated_at)
-                    .bind(media.moderated_at)
-                    .execute(&mut *tx)
-                    .await?;
                     let key = (media.site_id.clone(), event.event_type);
                     if !subscribers.contains_key(&key) {
                         let endpoints =
                             Self::subscribed_endpoints(&mut tx, &media.site_id, event.event_type)
                                 .await?;
-                        subscribers.insert(key.clone(), endpoints);
+                        subscribers.insert(key, endpoints);
                     }
-                    let targets: Vec<&Endpoint> = subscribers[&key].iter().collect();
-                    Self::insert_event(&mut tx, event, &targets, None).await?;
                 }
+                let targets: Vec<Vec<&Endpoint>> = items
+                    .iter()
+                    .map(|(media, event)| {
+                        subscribers[&(media.site_id.clone(), event.event_type)]
+                            .iter()
+                            .collect()
+                    })
+                    .collect();
+                let events: Vec<(&NewEvent, &[&Endpoint])> = items
+                    .iter()
+                    .zip(&targets)
+                    .map(|((_, event), endpoints)| (event, endpoints.as_slice()))
+                    .collect();
+                Self::insert_events(&mut tx, &events, None).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -697,28 +733,47 @@ macro_rules! impl_sql_store {
                 // live lease on it, its endpoint is active and nothing earlier
                 // in its lane is still pending: per media item always, and for
                 // the whole endpoint when it asks for strict ordering.
-                // The scan looks further than `limit` because the per-endpoint
-                // cap may drop some candidates.
-                let mut claim = QueryBuilder::<$db>::new(
+                //
+                // The search runs per endpoint (at most its cap from each), so
+                // an endpoint left out (at its cap, e.g. hanging) or with a
+                // large backlog costs nothing to the others' claims.
+                // PostgreSQL runs the per-endpoint search as a LATERAL join
+                // (locking what it finds, skipping what another process
+                // holds); SQLite, which has no LATERAL, as a correlated IN.
+                let mut claim = QueryBuilder::<$db>::new(if Self::IS_POSTGRES {
                     "WITH candidates AS (SELECT d.seq, d.endpoint_id, d.next_attempt_at \
-                     FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-                     WHERE d.status = 'pending' AND d.next_attempt_at <= ",
-                );
+                     FROM endpoints e CROSS JOIN LATERAL (\
+                        SELECT x.seq, x.endpoint_id, x.next_attempt_at FROM deliveries x "
+                } else {
+                    "WITH candidates AS (SELECT d.seq, d.endpoint_id, d.next_attempt_at \
+                     FROM endpoints e JOIN deliveries d ON d.seq IN (\
+                        SELECT x.seq FROM deliveries x "
+                });
                 claim
+                    .push(
+                        "WHERE x.endpoint_id = e.id AND x.status = 'pending' \
+                         AND x.next_attempt_at <= ",
+                    )
                     .push_bind(request.now_ms)
-                    .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
+                    .push(" AND (x.lease_until IS NULL OR x.lease_until < ")
                     .push_bind(request.now_ms)
                     .push(
-                        ") AND e.active \
-                         AND NOT EXISTS (SELECT 1 FROM deliveries p \
-                            WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key \
-                            AND p.status = 'pending' AND p.seq < d.seq) \
+                        ") AND NOT EXISTS (SELECT 1 FROM deliveries p \
+                            WHERE p.endpoint_id = x.endpoint_id AND p.ordering_key = x.ordering_key \
+                            AND p.status = 'pending' AND p.seq < x.seq) \
                          AND (NOT e.strict_ordering OR NOT EXISTS (SELECT 1 FROM deliveries p \
-                            WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending' \
-                            AND p.seq < d.seq))",
-                    );
+                            WHERE p.endpoint_id = x.endpoint_id AND p.status = 'pending' \
+                            AND p.seq < x.seq)) \
+                         ORDER BY x.next_attempt_at, x.seq LIMIT ",
+                    )
+                    .push_bind(request.max_per_endpoint);
+                claim.push(if Self::IS_POSTGRES {
+                    " FOR UPDATE OF x SKIP LOCKED) d WHERE e.active"
+                } else {
+                    ") WHERE e.active"
+                });
                 if !request.skip_endpoints.is_empty() {
-                    claim.push(" AND d.endpoint_id NOT IN (");
+                    claim.push(" AND e.id NOT IN (");
                     let mut ids = claim.separated(", ");
                     for id in request.skip_endpoints {
                         ids.push_bind(id.as_str());
@@ -728,9 +783,6 @@ macro_rules! impl_sql_store {
                 claim
                     .push(" ORDER BY d.next_attempt_at, d.seq LIMIT ")
                     .push_bind(request.limit.saturating_mul(4));
-                if Self::IS_POSTGRES {
-                    claim.push(" FOR UPDATE OF d SKIP LOCKED");
-                }
                 claim.push(
                     "), ranked AS (SELECT seq, next_attempt_at, endpoint_id, ROW_NUMBER() OVER \
                      (PARTITION BY endpoint_id ORDER BY next_attempt_at, seq) AS place \
