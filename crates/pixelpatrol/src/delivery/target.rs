@@ -42,25 +42,19 @@ fn is_blocked_v6(ip: Ipv6Addr) -> bool {
         return is_blocked_v4(v4);
     }
     let segments = ip.segments();
+    // The IPv4 address carried in two 16-bit segments.
+    let embedded = |high: u16, low: u16| {
+        let [a, b] = high.to_be_bytes();
+        let [c, d] = low.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
     // NAT64 (64:ff9b::/96) embeds an IPv4 address in the last 32 bits.
     if segments[0] == 0x64 && segments[1] == 0xff9b && segments[2..6] == [0, 0, 0, 0] {
-        let v4 = Ipv4Addr::new(
-            (segments[6] >> 8) as u8,
-            segments[6] as u8,
-            (segments[7] >> 8) as u8,
-            segments[7] as u8,
-        );
-        return is_blocked_v4(v4);
+        return is_blocked_v4(embedded(segments[6], segments[7]));
     }
     // 6to4 (2002::/16) carries an IPv4 address in bits 16..48.
     if segments[0] == 0x2002 {
-        let v4 = Ipv4Addr::new(
-            (segments[1] >> 8) as u8,
-            segments[1] as u8,
-            (segments[2] >> 8) as u8,
-            segments[2] as u8,
-        );
-        return is_blocked_v4(v4);
+        return is_blocked_v4(embedded(segments[1], segments[2]));
     }
     ip.is_unspecified()
         || ip.is_loopback()

@@ -210,13 +210,7 @@ pub async fn spawn_app_on(db: Arc<TestDb>, adjust: impl FnOnce(&mut Config)) -> 
     // `run` migrates before serving; wait until it answers.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = app
-            .http
-            .get(format!("{}/healthz", app.address))
-            .send()
-            .await
-            && response.status().is_success()
-        {
+        if app.is_healthy().await {
             break;
         }
         if app.server.as_ref().unwrap().is_finished() {
@@ -242,17 +236,18 @@ impl TestApp {
         }
     }
 
+    async fn is_healthy(&self) -> bool {
+        matches!(
+            self.http.get(format!("{}/healthz", self.address)).send().await,
+            Ok(response) if response.status().is_success()
+        )
+    }
+
     /// Waits until the server answers its health check.
     pub async fn wait_until_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(response) = self
-                .http
-                .get(format!("{}/healthz", self.address))
-                .send()
-                .await
-                && response.status().is_success()
-            {
+            if self.is_healthy().await {
                 return;
             }
             assert!(Instant::now() < deadline, "the server did not start");
