@@ -1,10 +1,8 @@
 //! Field checks shared by the API modules; each error names its field.
 
-use std::net::IpAddr;
-
 use serde::{Deserialize, Deserializer};
 
-use crate::delivery::target::is_blocked;
+use crate::delivery::target::{is_blocked, literal_ip};
 use crate::error::{AppError, Result};
 
 /// A required, trimmed, non-empty text of at most `max` characters.
@@ -87,13 +85,8 @@ pub fn endpoint_url(field: &str, value: &str, dev: bool) -> Result<String> {
             format!("{field} must not contain credentials"),
         ));
     }
-    let ip: Option<IpAddr> = match parsed.host() {
-        Some(url::Host::Ipv4(v4)) => Some(v4.into()),
-        Some(url::Host::Ipv6(v6)) => Some(v6.into()),
-        Some(url::Host::Domain(_)) => None,
-        None => return Err(AppError::invalid(field, format!("{field} needs a host"))),
-    };
-    if !dev && ip.is_some_and(is_blocked) {
+    // parse_url guarantees a host.
+    if !dev && literal_ip(&parsed).is_some_and(is_blocked) {
         return Err(AppError::invalid(
             field,
             format!("{field} points at a private or reserved address (allowed only with --dev)"),

@@ -1,13 +1,12 @@
 //! Sends one signed delivery attempt over HTTP and classifies its outcome.
 
 use std::error::Error as StdError;
-use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use pixelpatrol_webhooks as signing;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
-use super::target::{BlockedTarget, DnsFailure, GuardedResolver, is_blocked};
+use super::target::{BlockedTarget, DnsFailure, GuardedResolver, is_blocked, literal_ip};
 use crate::store::ClaimedDelivery;
 use crate::util::now_ms;
 
@@ -206,12 +205,8 @@ impl Sender {
         if parsed.scheme() != "https" {
             return Some("plain http is refused outside --dev".into());
         }
-        let ip: Option<IpAddr> = match parsed.host() {
-            Some(url::Host::Ipv4(v4)) => Some(v4.into()),
-            Some(url::Host::Ipv6(v6)) => Some(v6.into()),
-            _ => None,
-        };
-        ip.filter(|ip| is_blocked(*ip))
+        literal_ip(&parsed)
+            .filter(|ip| is_blocked(*ip))
             .map(|ip| format!("{ip} is a private or reserved address; refused outside --dev"))
     }
 }

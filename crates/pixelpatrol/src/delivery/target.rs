@@ -13,6 +13,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// The address of a URL whose host is an IP literal (such hosts never pass
+/// through the resolver, so they are checked on their own).
+pub fn literal_ip(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(v4.into()),
+        url::Host::Ipv6(v6) => Some(v6.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
 /// True when the address is one a public webhook must not reach.
 pub fn is_blocked(ip: IpAddr) -> bool {
     match ip {

@@ -141,8 +141,6 @@ pub struct Delivery {
     pub attempts: Vec<Attempt>,
     #[serde(skip)]
     pub seq: i64,
-    #[serde(skip)]
-    pub leased_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,7 +172,6 @@ pub struct ClaimedDelivery {
     pub payload: String,
     /// Attempts made before this one.
     pub previous_attempts: i64,
-    pub created_at: i64,
 }
 
 /// What happened to a delivery after one attempt.

@@ -195,7 +195,7 @@ fn next_step_columns(next: NextStep) -> (&'static str, Option<i64>) {
 const SITE_COLUMNS: &str = "id, name, url, description, key_hash, created_at, updated_at";
 const ENDPOINT_COLUMNS: &str = "id, site_id, url, secret, events, active, description, strict_ordering, created_at, updated_at";
 const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, created_at, updated_at, moderated_at";
-const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, lease_until, last_status_code, last_error, created_at, updated_at";
+const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, started_at, duration_ms, status_code, response_body, error_class, error_message, next_attempt_at";
 
 macro_rules! impl_sql_store {
@@ -264,7 +264,6 @@ macro_rules! impl_sql_store {
                         .with_context(|| format!("unknown delivery status {status:?}"))?,
                     attempt_count: row.try_get("attempts")?,
                     next_attempt_at: row.try_get("next_attempt_at")?,
-                    leased_until: row.try_get("lease_until")?,
                     last_status_code: row.try_get("last_status_code")?,
                     last_error: row.try_get("last_error")?,
                     created_at: row.try_get("created_at")?,
@@ -721,7 +720,6 @@ macro_rules! impl_sql_store {
                     secret: endpoint.secret.clone(),
                     payload: event.payload.clone(),
                     previous_attempts: 0,
-                    created_at: event.created_at,
                 })
             }
 
@@ -819,7 +817,7 @@ macro_rules! impl_sql_store {
                     return Ok(Vec::new());
                 }
                 let rows = sqlx::query(
-                    "SELECT d.id, d.event_id, d.event_type, d.endpoint_id, d.attempts, d.created_at, \
+                    "SELECT d.id, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
                      e.url, e.secret, ev.payload \
                      FROM deliveries d \
                      JOIN endpoints e ON e.id = d.endpoint_id \
@@ -841,7 +839,6 @@ macro_rules! impl_sql_store {
                             secret: row.try_get("secret")?,
                             payload: row.try_get("payload")?,
                             previous_attempts: row.try_get("attempts")?,
-                            created_at: row.try_get("created_at")?,
                         })
                     })
                     .collect()
