@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use pixelpatrol_bench::{
-    Backend, BacklogParams, FanoutParams, LatencyParams, OrderingParams, Report, Setup,
-    ThroughputParams,
+    Backend, BacklogParams, FanoutParams, LatencyParams, ModerationParams, OrderingParams, Report,
+    Setup, ThroughputParams,
 };
 
 #[derive(Parser)]
@@ -96,6 +96,25 @@ enum Scenario {
         failure_rate: f64,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+    },
+    /// Automatic moderation: text and image items per second, decided and
+    /// delivered, and the NSFW model's time per image.
+    Moderation {
+        #[arg(long, default_value_t = 5_000)]
+        texts: u64,
+        #[arg(long, default_value_t = 300)]
+        images: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Where the NSFW model is installed.
+        #[arg(long, default_value = "models")]
+        model_dir: PathBuf,
+        /// The image every image item points at.
+        #[arg(
+            long,
+            default_value = "crates/pixelpatrol/tests/fixtures/nsfw/body-640x480.jpg"
+        )]
+        image: PathBuf,
     },
 }
 
@@ -191,6 +210,25 @@ async fn main() -> anyhow::Result<()> {
         duration: args.duration,
     };
     let report = match &cli.scenario {
+        Scenario::Moderation {
+            texts,
+            images,
+            concurrency,
+            model_dir,
+            image,
+        } => {
+            pixelpatrol_bench::moderation(
+                &setup,
+                &ModerationParams {
+                    texts: *texts,
+                    images: *images,
+                    concurrency: *concurrency,
+                    model_dir: model_dir.clone(),
+                    image: image.clone(),
+                },
+            )
+            .await?
+        }
         Scenario::Throughput {
             sites,
             endpoints_per_site,

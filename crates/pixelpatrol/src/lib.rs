@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use delivery::{Deliverer, Worker};
+use moderation::Moderator;
 use store::DynStore;
 
 /// What every request handler can reach.
@@ -30,6 +31,7 @@ pub struct AppState {
     pub store: DynStore,
     pub config: Arc<Config>,
     pub deliverer: Arc<Deliverer>,
+    pub moderator: Arc<Moderator>,
     pub admin_token_hash: Arc<str>,
 }
 
@@ -60,11 +62,17 @@ pub async fn run(
         let worker = Worker::new(deliverer.clone(), &config);
         tokio::spawn(worker.run(shutdown.clone()))
     });
+    let moderator = Moderator::new(store.clone(), deliverer.clone(), &config)?;
+    let moderation = (config.runs_worker() && config.auto_moderation).then(|| {
+        tokio::spawn(prepare_model(config.clone()));
+        tokio::spawn(moderator.clone().run(shutdown.clone()))
+    });
 
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
         deliverer,
+        moderator,
         admin_token_hash: admin_token_hash.into(),
     };
     tracing::info!(
@@ -81,6 +89,41 @@ pub async fn run(
     if let Some(worker) = worker {
         worker.await?;
     }
+    if let Some(moderation) = moderation {
+        moderation.await?;
+    }
     served?;
     Ok(())
+}
+
+/// Makes sure the NSFW model is in place, installing it when allowed, and
+/// says loudly when it is not: images are then flagged `unanalyzed`.
+async fn prepare_model(config: Config) {
+    let dir = config.model_dir.clone();
+    let ready = if config.model_install {
+        let install_dir = dir.clone();
+        match tokio::task::spawn_blocking(move || moderation::nsfw::install(&install_dir, None))
+            .await
+        {
+            Ok(Ok(path)) => {
+                tracing::info!(model = %path.display(), "NSFW image model ready");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(format!("{error:#}")),
+            Err(error) => Err(error.to_string()),
+        }
+    } else if moderation::nsfw::is_installed(&dir) {
+        Ok(())
+    } else {
+        Err("not installed and PIXELPATROL_MODEL_INSTALL is off".into())
+    };
+    if let Err(why) = ready {
+        tracing::error!(
+            model_dir = %dir.display(),
+            reason = %why,
+            "THE NSFW IMAGE MODEL IS MISSING: images will be flagged `unanalyzed` for manual review, \
+             never approved. Install it with `pixelpatrol models install --model-dir {}`",
+            dir.display()
+        );
+    }
 }

@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 both_backends!(
     a_server_killed_mid_load_delivers_every_event_after_restart,
+    a_server_killed_during_analysis_decides_exactly_once_after_restart,
     sigterm_stops_the_server_cleanly,
 );
 
@@ -26,7 +27,13 @@ fn free_port() -> u16 {
 }
 
 fn start_server(database_url: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pixelpatrol"))
+    start_server_with(database_url, port, &[])
+}
+
+/// Starts the binary; `settings` (environment) override the defaults here.
+fn start_server_with(database_url: &str, port: u16, settings: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pixelpatrol"));
+    command
         .arg("serve")
         .env("PIXELPATROL_DATABASE_URL", database_url)
         .env("PIXELPATROL_LISTEN", format!("127.0.0.1:{port}"))
@@ -37,12 +44,85 @@ fn start_server(database_url: &str, port: u16) -> Child {
         .env("PIXELPATROL_RETRY_SCHEDULE", "0ms,50ms,100ms,200ms")
         .env("PIXELPATROL_POLL_INTERVAL", "50ms")
         .env("PIXELPATROL_DB_MAX_CONNECTIONS", "4")
+        .env("PIXELPATROL_AUTO_MODERATION", "false")
+        .env("PIXELPATROL_MODEL_INSTALL", "false")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the pixelpatrol binary")
+        .kill_on_drop(true);
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    command.spawn().expect("starting the pixelpatrol binary")
+}
+
+async fn a_server_killed_during_analysis_decides_exactly_once_after_restart(backend: Backend) {
+    let db = Arc::new(TestDb::create(backend).await);
+    let receiver = Receiver::start().await;
+    // The first analysis never answers: the server dies waiting for it.
+    let analyzer = Receiver::scripted(|_, number| {
+        let reply =
+            Reply::json(serde_json::json!({"labels": [{"name": "custom", "confidence": 0.3}]}));
+        if number == 0 {
+            reply.after(Duration::from_secs(60))
+        } else {
+            reply
+        }
+    })
+    .await;
+    let model_dir = common::model_dir();
+    let settings = [
+        ("PIXELPATROL_AUTO_MODERATION", "true"),
+        ("PIXELPATROL_ANALYZER_TIMEOUT", "2s"),
+        ("PIXELPATROL_EXTERNAL_ANALYZER_URL", analyzer.url.as_str()),
+        (
+            "PIXELPATROL_EXTERNAL_ANALYZER_SECRET",
+            "analyzer-secret-0123456789",
+        ),
+        ("PIXELPATROL_MODEL_DIR", model_dir.to_str().unwrap()),
+    ];
+    let port = free_port();
+    let mut server = start_server_with(&db.url, port, &settings);
+    let app = TestApp::attach(format!("http://127.0.0.1:{port}"), db.clone());
+    app.wait_until_healthy().await;
+    let site = app.create_site().await;
+    app.subscribe(&site, &receiver.url).await;
+    let media_id = app.submit_text(&site, "hello, world").await;
+    analyzer.wait_for_count(1).await;
+    server.kill().await.unwrap();
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|request| request.event() != "media.moderated"),
+        "decided before the kill"
+    );
+
+    let port = free_port();
+    let _restarted = start_server_with(&db.url, port, &settings);
+    let app = TestApp::attach(format!("http://127.0.0.1:{port}"), db.clone());
+    app.wait_until_healthy().await;
+    receiver
+        .wait_until("media.moderated", |requests| {
+            requests
+                .iter()
+                .any(|request| request.event() == "media.moderated")
+        })
+        .await;
+    // Time for a second decision, were there one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let decisions: HashSet<String> = receiver
+        .requests()
+        .iter()
+        .filter(|request| request.event() == "media.moderated")
+        .map(|request| request.event_id().to_string())
+        .collect();
+    assert_eq!(decisions.len(), 1, "decided exactly once");
+    assert_eq!(analyzer.count(), 2, "analysed again after the crash, once");
+    let (_, media) = app.get(&format!("/v1/media/{media_id}"), &site.key).await;
+    assert_eq!(media["status"], "approved", "{media}");
+    assert_eq!(media["decided_by"], "automatic");
+    assert_eq!(media["ai_results"]["labels"][0]["name"], "custom");
 }
 
 async fn a_server_killed_mid_load_delivers_every_event_after_restart(backend: Backend) {

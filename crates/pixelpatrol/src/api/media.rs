@@ -1,6 +1,9 @@
-//! Media submission, status look-up and manual review.
+//! Media submission, status look-up, the moderation queue, re-moderation
+//! and manual review.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -8,13 +11,13 @@ use pixelpatrol_webhooks::{EventType, MediaCreated, WebhookEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiJson;
 use super::validate::{no_control_characters, optional_text, web_url};
+use super::{ApiJson, Page};
 use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::{AppError, Result};
 use crate::moderation::{self, Verdict};
-use crate::store::{Media, NewEvent};
+use crate::store::{AiLabels, Media, MediaFilter, NewEvent};
 use crate::util::{new_id, now_ms, rfc3339};
 
 /// Largest text body accepted for moderation, in characters.
@@ -26,7 +29,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/get-media-status", post(get_media_status))
         .route("/v1/media/{media_id}", get(get_media))
         .route("/v1/media/{media_id}/review", post(review_media))
+        .route("/v1/media/{media_id}/remoderate", post(remoderate_media))
+        .route("/v1/sites/{site_id}/media", get(list_media))
 }
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
 
 #[derive(Deserialize)]
 struct SubmitMedia {
@@ -35,6 +43,7 @@ struct SubmitMedia {
     content_url: Option<String>,
     app_media_id: Option<String>,
     metadata: Option<Value>,
+    rule_group_id: Option<String>,
 }
 
 /// `video` for well-known video file endings, otherwise `image`.
@@ -101,6 +110,18 @@ async fn submit_media(
             ));
         }
     };
+    // Another site's group is as unknown as a missing one.
+    let rule_group_id = match input.rule_group_id {
+        Some(id) => Some(
+            state
+                .store
+                .get_rule_group(&site.id, &id)
+                .await?
+                .ok_or(AppError::NotFound("rule group"))?
+                .id,
+        ),
+        None => None,
+    };
     let now = now_ms();
     let media = Media {
         id: new_id("media"),
@@ -116,6 +137,10 @@ async fn submit_media(
         status: "pending".into(),
         review_note: None,
         decided_by: None,
+        rule_group_id,
+        ai_results: AiLabels::default(),
+        applied_rules: Vec::new(),
+        processing_ms: None,
         created_at: now,
         updated_at: now,
         moderated_at: None,
@@ -144,8 +169,12 @@ async fn submit_media(
         created_at: now,
         deliver_at: state.deliverer.first_attempt_at(now),
     };
-    state.store.create_media(&media, &event).await?;
+    let analyze = state.config.auto_moderation;
+    state.store.create_media(&media, &event, analyze).await?;
     state.deliverer.wake();
+    if analyze {
+        state.moderator.wake();
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -208,13 +237,100 @@ async fn review_media(
         AppError::invalid("status", "status must be approved, rejected or flagged")
     })?;
     let note = optional_text("note", input.note.as_deref(), 2000)?;
-    let decided = moderation::record_decision(
-        &state,
-        &media,
-        verdict,
-        moderation::DecidedBy::Manual,
-        note.as_deref(),
-    )
-    .await?;
+    let decided = moderation::record_decision(&state, &media, verdict, note.as_deref()).await?;
     Ok(Json(decided))
+}
+
+/// Runs analysis and the rules again; a new `media.moderated` follows. The
+/// status stays as it is until then. A person's decision is final: items
+/// reviewed by hand are not re-moderated.
+async fn remoderate_media(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(media_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let media = load_media(&state, &caller, &media_id).await?;
+    if media.decided_by.as_deref() == Some(moderation::DecidedBy::Manual.as_str()) {
+        return Err(AppError::Conflict(
+            "this item was reviewed by a person; their decision stands (review it again to change it)".into(),
+        ));
+    }
+    if !state.config.auto_moderation {
+        return Err(AppError::Conflict(
+            "automatic moderation is off on this server (PIXELPATROL_AUTO_MODERATION=false)".into(),
+        ));
+    }
+    state.store.enqueue_moderation(&media.id, now_ms()).await?;
+    state.moderator.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": media.id,
+            "status": media.status,
+            "message": "Media queued for moderation",
+        })),
+    ))
+}
+
+/// A site's media, newest first; `?status=flagged` is the moderation queue.
+async fn list_media(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Page<Media>>> {
+    caller.ensure_site(&site_id)?;
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let mut filter = MediaFilter {
+        limit: DEFAULT_PAGE,
+        ..MediaFilter::default()
+    };
+    for (name, value) in &params {
+        match name.as_str() {
+            "status" => {
+                if !["pending", "approved", "rejected", "flagged"].contains(&value.as_str()) {
+                    return Err(AppError::invalid(
+                        "status",
+                        "status must be pending, approved, rejected or flagged",
+                    ));
+                }
+                filter.status = Some(value.clone());
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                    .ok_or_else(|| {
+                        AppError::invalid("limit", format!("limit must be 1 to {MAX_PAGE}"))
+                    })?;
+            }
+            "cursor" => {
+                if !value.starts_with("media_") {
+                    return Err(AppError::invalid(
+                        "cursor",
+                        "cursor must be a next_cursor value from a previous page",
+                    ));
+                }
+                filter.before_id = Some(value.clone());
+            }
+            other => {
+                return Err(AppError::invalid(
+                    other,
+                    format!("unknown query parameter {other:?}; use status, limit or cursor"),
+                ));
+            }
+        }
+    }
+    if state.store.get_site(&site_id).await?.is_none() {
+        return Err(AppError::NotFound("site"));
+    }
+    let data = state.store.list_media(&site_id, &filter).await?;
+    let next_cursor = (data.len() as i64 == filter.limit)
+        .then(|| data.last().map(|media| media.id.clone()))
+        .flatten();
+    Ok(Json(Page { data, next_cursor }))
 }

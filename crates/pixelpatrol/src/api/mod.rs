@@ -3,6 +3,7 @@
 
 mod deliveries;
 mod media;
+mod rule_groups;
 mod sites;
 pub mod validate;
 mod webhooks;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
             .merge(webhooks::router())
             .merge(deliveries::router())
             .merge(media::router())
+            .merge(rule_groups::router())
     };
     health
         .merge(api)

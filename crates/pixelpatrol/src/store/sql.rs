@@ -22,8 +22,9 @@ use sqlx::{QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
-    DeliveryStatus, Endpoint, Media, NewEvent, NextStep, RetryOutcome, Site, Store,
+    AiLabels, Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord,
+    Delivery, DeliveryFilter, DeliveryStatus, Endpoint, Media, MediaFilter, ModerationJob,
+    NewEvent, NextStep, RetryOutcome, RuleGroup, Site, Store,
 };
 
 /// SQLite in WAL mode. Writes go through a pool of exactly one connection, so
@@ -112,7 +113,9 @@ impl PostgresStore {
     }
 }
 
-type MediaRequest = (Media, NewEvent, oneshot::Sender<Result<(), String>>);
+/// A submission: the item, its `media.created` event, whether to queue analysis.
+type NewMedia = (Media, NewEvent, bool);
+type MediaRequest = (NewMedia, oneshot::Sender<Result<(), String>>);
 
 /// Group commit for SQLite submissions: SQLite has one writer, and a commit
 /// costs far more than the rows in it, so submissions that arrive while the
@@ -131,22 +134,18 @@ impl MediaBatcher {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MEDIA_BATCH);
             while queue.recv_many(&mut batch, MEDIA_BATCH).await > 0 {
-                let items: Vec<(Media, NewEvent)> = batch
-                    .iter()
-                    .map(|(media, event, _)| (media.clone(), event.clone()))
-                    .collect();
+                let items: Vec<NewMedia> = batch.iter().map(|(item, _)| item.clone()).collect();
                 match SqliteStore::write_media_batch(&pool, &items).await {
                     Ok(()) => {
-                        for (_, _, reply) in batch.drain(..) {
+                        for (_, reply) in batch.drain(..) {
                             let _ = reply.send(Ok(()));
                         }
                     }
                     // One bad item must not fail the others: alone, each
                     // gets its own answer.
                     Err(_) => {
-                        for (media, event, reply) in batch.drain(..) {
-                            let result =
-                                SqliteStore::write_media_batch(&pool, &[(media, event)]).await;
+                        for (item, reply) in batch.drain(..) {
+                            let result = SqliteStore::write_media_batch(&pool, &[item]).await;
                             let _ = reply.send(result.map_err(|error| format!("{error:#}")));
                         }
                     }
@@ -156,10 +155,10 @@ impl MediaBatcher {
         MediaBatcher { requests }
     }
 
-    async fn submit(&self, media: Media, event: NewEvent) -> anyhow::Result<()> {
+    async fn submit(&self, item: NewMedia) -> anyhow::Result<()> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send((media, event, reply))
+            .send((item, reply))
             .await
             .map_err(|_| anyhow::anyhow!("the submission writer has stopped"))?;
         answer
@@ -184,6 +183,16 @@ fn join_events(events: &[EventType]) -> String {
         .join(",")
 }
 
+/// Reads an optional JSON column; absent means empty.
+fn json_column<T: serde::de::DeserializeOwned + Default>(
+    text: Option<String>,
+) -> anyhow::Result<T> {
+    match text {
+        Some(text) => Ok(serde_json::from_str(&text)?),
+        None => Ok(T::default()),
+    }
+}
+
 fn next_step_columns(next: NextStep) -> (&'static str, Option<i64>) {
     match next {
         NextStep::Succeeded => (DeliveryStatus::Succeeded.as_str(), None),
@@ -192,9 +201,11 @@ fn next_step_columns(next: NextStep) -> (&'static str, Option<i64>) {
     }
 }
 
-const SITE_COLUMNS: &str = "id, name, url, description, key_hash, created_at, updated_at";
+const SITE_COLUMNS: &str = "id, name, url, description, key_hash, confidence_threshold, external_analyzer_url, external_analyzer_secret, created_at, updated_at";
+const RULE_GROUP_COLUMNS: &str =
+    "id, site_id, name, description, is_default, rules, created_at, updated_at";
 const ENDPOINT_COLUMNS: &str = "id, site_id, url, secret, events, active, description, strict_ordering, created_at, updated_at";
-const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, created_at, updated_at, moderated_at";
+const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, rule_group_id, ai_labels, applied_rules, processing_ms, created_at, updated_at, moderated_at";
 const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, started_at, duration_ms, status_code, response_body, error_class, error_message, next_attempt_at";
 
@@ -210,6 +221,9 @@ macro_rules! impl_sql_store {
                     url: row.try_get("url")?,
                     description: row.try_get("description")?,
                     key_hash: row.try_get("key_hash")?,
+                    confidence_threshold: row.try_get("confidence_threshold")?,
+                    external_analyzer_url: row.try_get("external_analyzer_url")?,
+                    external_analyzer_secret: row.try_get("external_analyzer_secret")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                 })
@@ -244,10 +258,69 @@ macro_rules! impl_sql_store {
                     status: row.try_get("status")?,
                     review_note: row.try_get("review_note")?,
                     decided_by: row.try_get("decided_by")?,
+                    rule_group_id: row.try_get("rule_group_id")?,
+                    ai_results: AiLabels {
+                        labels: json_column(row.try_get("ai_labels")?)?,
+                    },
+                    applied_rules: json_column(row.try_get("applied_rules")?)?,
+                    processing_ms: row.try_get("processing_ms")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                     moderated_at: row.try_get("moderated_at")?,
                 })
+            }
+
+            fn rule_group_from(row: &$row) -> anyhow::Result<RuleGroup> {
+                let rules: String = row.try_get("rules")?;
+                Ok(RuleGroup {
+                    id: row.try_get("id")?,
+                    site_id: row.try_get("site_id")?,
+                    name: row.try_get("name")?,
+                    description: row.try_get("description")?,
+                    is_default: row.try_get("is_default")?,
+                    rules: serde_json::from_str(&rules)?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            /// Writes a rule group; a default group first takes the flag
+            /// from the site's previous default (one default per site is
+            /// also a unique index).
+            async fn write_rule_group(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                group: &RuleGroup,
+                insert: bool,
+            ) -> anyhow::Result<bool> {
+                let rules = serde_json::to_string(&group.rules)?;
+                if group.is_default {
+                    sqlx::query(
+                        "UPDATE rule_groups SET is_default = FALSE WHERE site_id = $1 AND is_default AND id <> $2",
+                    )
+                    .bind(&group.site_id)
+                    .bind(&group.id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                let sql = if insert {
+                    "INSERT INTO rule_groups (name, description, is_default, rules, updated_at, id, site_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                } else {
+                    "UPDATE rule_groups SET name = $1, description = $2, is_default = $3, rules = $4, updated_at = $5 \
+                     WHERE id = $6 AND site_id = $7 AND $8 = $8"
+                };
+                let result = sqlx::query(sql)
+                    .bind(&group.name)
+                    .bind(&group.description)
+                    .bind(group.is_default)
+                    .bind(rules)
+                    .bind(group.updated_at)
+                    .bind(&group.id)
+                    .bind(&group.site_id)
+                    .bind(group.created_at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(result.rows_affected() == 1)
             }
 
             fn delivery_from(row: &$row) -> anyhow::Result<Delivery> {
@@ -402,15 +475,15 @@ macro_rules! impl_sql_store {
             /// deliveries, all in one transaction.
             async fn write_media_batch(
                 pool: &sqlx::Pool<$db>,
-                items: &[(Media, NewEvent)],
+                items: &[NewMedia],
             ) -> anyhow::Result<()> {
                 let mut tx = pool.begin().await?;
                 for chunk in items.chunks(1000) {
                     let mut insert = QueryBuilder::<$db>::new(
                         "INSERT INTO media (id, site_id, app_media_id, content_type, content_url, body, \
-                         metadata, status, review_note, decided_by, created_at, updated_at, moderated_at) ",
+                         metadata, status, review_note, decided_by, rule_group_id, created_at, updated_at, moderated_at) ",
                     );
-                    insert.push_values(chunk, |mut values, (media, _)| {
+                    insert.push_values(chunk, |mut values, (media, _, _)| {
                         values
                             .push_bind(&media.id)
                             .push_bind(&media.site_id)
@@ -422,15 +495,34 @@ macro_rules! impl_sql_store {
                             .push_bind(&media.status)
                             .push_bind(&media.review_note)
                             .push_bind(&media.decided_by)
+                            .push_bind(&media.rule_group_id)
                             .push_bind(media.created_at)
                             .push_bind(media.updated_at)
                             .push_bind(media.moderated_at);
                     });
                     insert.build().execute(&mut *tx).await?;
+                    let analyze: Vec<&Media> = chunk
+                        .iter()
+                        .filter(|(_, _, analyze)| *analyze)
+                        .map(|(media, _, _)| media)
+                        .collect();
+                    if !analyze.is_empty() {
+                        let mut jobs = QueryBuilder::<$db>::new(
+                            "INSERT INTO moderation_jobs (media_id, attempts, due_at, created_at) ",
+                        );
+                        jobs.push_values(analyze, |mut values, media| {
+                            values
+                                .push_bind(&media.id)
+                                .push_bind(0_i64)
+                                .push_bind(media.created_at)
+                                .push_bind(media.created_at);
+                        });
+                        jobs.build().execute(&mut *tx).await?;
+                    }
                 }
                 // Each site's subscribers are read once per batch.
                 let mut subscribers: HashMap<(String, EventType), Vec<Endpoint>> = HashMap::new();
-                for (media, event) in items {
+                for (media, event, _) in items {
                     let key = (media.site_id.clone(), event.event_type);
                     if !subscribers.contains_key(&key) {
                         let endpoints =
@@ -441,7 +533,7 @@ macro_rules! impl_sql_store {
                 }
                 let targets: Vec<Vec<&Endpoint>> = items
                     .iter()
-                    .map(|(media, event)| {
+                    .map(|(media, event, _)| {
                         subscribers[&(media.site_id.clone(), event.event_type)]
                             .iter()
                             .collect()
@@ -450,7 +542,7 @@ macro_rules! impl_sql_store {
                 let events: Vec<(&NewEvent, &[&Endpoint])> = items
                     .iter()
                     .zip(&targets)
-                    .map(|((_, event), endpoints)| (event, endpoints.as_slice()))
+                    .map(|((_, event, _), endpoints)| (event, endpoints.as_slice()))
                     .collect();
                 Self::insert_events(&mut tx, &events, None).await?;
                 tx.commit().await?;
@@ -512,20 +604,27 @@ macro_rules! impl_sql_store {
                 Ok(row.try_get("value")?)
             }
 
-            async fn create_site(&self, site: &Site) -> anyhow::Result<()> {
+            async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()> {
+                let mut tx = self.write.begin().await?;
                 sqlx::query(
-                    "INSERT INTO sites (id, name, url, description, key_hash, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO sites (id, name, url, description, key_hash, confidence_threshold, \
+                     external_analyzer_url, external_analyzer_secret, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&site.id)
                 .bind(&site.name)
                 .bind(&site.url)
                 .bind(&site.description)
                 .bind(&site.key_hash)
+                .bind(site.confidence_threshold)
+                .bind(&site.external_analyzer_url)
+                .bind(&site.external_analyzer_secret)
                 .bind(site.created_at)
                 .bind(site.updated_at)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await?;
+                Self::write_rule_group(&mut tx, default_group, true).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -552,13 +651,63 @@ macro_rules! impl_sql_store {
 
             async fn update_site(&self, site: &Site) -> anyhow::Result<bool> {
                 let result = sqlx::query(
-                    "UPDATE sites SET name = $1, url = $2, description = $3, updated_at = $4 WHERE id = $5",
+                    "UPDATE sites SET name = $1, url = $2, description = $3, updated_at = $4, \
+                     confidence_threshold = $6, external_analyzer_url = $7, external_analyzer_secret = $8 \
+                     WHERE id = $5",
                 )
                 .bind(&site.name)
                 .bind(&site.url)
                 .bind(&site.description)
                 .bind(site.updated_at)
                 .bind(&site.id)
+                .bind(site.confidence_threshold)
+                .bind(&site.external_analyzer_url)
+                .bind(&site.external_analyzer_secret)
+                .execute(&self.write)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn list_rule_groups(&self, site_id: &str) -> anyhow::Result<Vec<RuleGroup>> {
+                let sql = format!("SELECT {RULE_GROUP_COLUMNS} FROM rule_groups WHERE site_id = $1 ORDER BY id");
+                let rows = sqlx::query(&sql).bind(site_id).fetch_all(&self.read).await?;
+                rows.iter().map(Self::rule_group_from).collect()
+            }
+
+            async fn get_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<Option<RuleGroup>> {
+                let sql = format!("SELECT {RULE_GROUP_COLUMNS} FROM rule_groups WHERE site_id = $1 AND id = $2");
+                let row = sqlx::query(&sql).bind(site_id).bind(id).fetch_optional(&self.read).await?;
+                row.as_ref().map(Self::rule_group_from).transpose()
+            }
+
+            async fn default_rule_group(&self, site_id: &str) -> anyhow::Result<Option<RuleGroup>> {
+                let sql = format!("SELECT {RULE_GROUP_COLUMNS} FROM rule_groups WHERE site_id = $1 AND is_default");
+                let row = sqlx::query(&sql).bind(site_id).fetch_optional(&self.read).await?;
+                row.as_ref().map(Self::rule_group_from).transpose()
+            }
+
+            async fn create_rule_group(&self, group: &RuleGroup) -> anyhow::Result<()> {
+                let mut tx = self.write.begin().await?;
+                Self::write_rule_group(&mut tx, group, true).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_rule_group(&self, group: &RuleGroup) -> anyhow::Result<bool> {
+                let mut tx = self.write.begin().await?;
+                let updated = Self::write_rule_group(&mut tx, group, false).await?;
+                if updated {
+                    tx.commit().await?;
+                }
+                Ok(updated)
+            }
+
+            async fn delete_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<bool> {
+                let result = sqlx::query(
+                    "DELETE FROM rule_groups WHERE site_id = $1 AND id = $2 AND NOT is_default",
+                )
+                .bind(site_id)
+                .bind(id)
                 .execute(&self.write)
                 .await?;
                 Ok(result.rows_affected() == 1)
@@ -642,12 +791,11 @@ macro_rules! impl_sql_store {
                 Ok(result.rows_affected() == 1)
             }
 
-            async fn create_media(&self, media: &Media, event: &NewEvent) -> anyhow::Result<()> {
+            async fn create_media(&self, media: &Media, event: &NewEvent, analyze: bool) -> anyhow::Result<()> {
+                let item = (media.clone(), event.clone(), analyze);
                 match self.media_batcher() {
-                    Some(batcher) => batcher.submit(media.clone(), event.clone()).await,
-                    None => {
-                        Self::write_media_batch(&self.write, &[(media.clone(), event.clone())]).await
-                    }
+                    Some(batcher) => batcher.submit(item).await,
+                    None => Self::write_media_batch(&self.write, &[item]).await,
                 }
             }
 
@@ -657,32 +805,77 @@ macro_rules! impl_sql_store {
                 row.as_ref().map(Self::media_from).transpose()
             }
 
+            async fn list_media(&self, site_id: &str, filter: &MediaFilter) -> anyhow::Result<Vec<Media>> {
+                let mut query = QueryBuilder::<$db>::new(format!("SELECT {MEDIA_COLUMNS} FROM media WHERE site_id = "));
+                query.push_bind(site_id);
+                if let Some(status) = &filter.status {
+                    query.push(" AND status = ").push_bind(status);
+                }
+                if let Some(before) = &filter.before_id {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+                let rows = query.build().fetch_all(&self.read).await?;
+                rows.iter().map(Self::media_from).collect()
+            }
+
             async fn decide_media(
                 &self,
                 media_id: &str,
-                status: &str,
-                decided_by: &str,
-                note: Option<&str>,
-                moderated_at: i64,
+                decision: &DecisionRecord,
                 event: &NewEvent,
-            ) -> anyhow::Result<Option<Media>> {
+                job: Option<&ModerationJob>,
+            ) -> anyhow::Result<DecideOutcome> {
                 let mut tx = self.write.begin().await?;
+                if let Some(job) = job {
+                    let removed = sqlx::query(
+                        "DELETE FROM moderation_jobs WHERE media_id = $1 AND lease_token = $2",
+                    )
+                    .bind(media_id)
+                    .bind(&job.lease_token)
+                    .execute(&mut *tx)
+                    .await?;
+                    if removed.rows_affected() != 1 {
+                        return Ok(DecideOutcome::LeaseLost);
+                    }
+                }
+                let (labels, rules, processing_ms) = match &decision.analysis {
+                    Some((labels, rules, processing_ms)) => (
+                        Some(serde_json::to_string(labels)?),
+                        Some(serde_json::to_string(rules)?),
+                        Some(*processing_ms),
+                    ),
+                    None => (None, None, None),
+                };
                 // Updating the row first also serialises concurrent decisions
                 // about one item, so their events are numbered in commit order.
+                // An automatic decision never replaces a person's.
                 let sql = format!(
                     "UPDATE media SET status = $1, decided_by = $2, review_note = $3, \
-                     moderated_at = $4, updated_at = $4 WHERE id = $5 RETURNING {MEDIA_COLUMNS}"
+                     moderated_at = $4, updated_at = $4, ai_labels = COALESCE($5, ai_labels), \
+                     applied_rules = COALESCE($6, applied_rules), processing_ms = COALESCE($7, processing_ms) \
+                     WHERE id = $8 AND ($9 OR decided_by IS NULL OR decided_by <> 'manual') \
+                     RETURNING {MEDIA_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
-                    .bind(status)
-                    .bind(decided_by)
-                    .bind(note)
-                    .bind(moderated_at)
+                    .bind(&decision.status)
+                    .bind(&decision.decided_by)
+                    .bind(&decision.note)
+                    .bind(decision.moderated_at)
+                    .bind(labels)
+                    .bind(rules)
+                    .bind(processing_ms)
                     .bind(media_id)
+                    .bind(job.is_none())
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(row) = row else {
-                    return Ok(None);
+                    if job.is_some() {
+                        // The job is done all the same.
+                        tx.commit().await?;
+                        return Ok(DecideOutcome::ManuallyReviewed);
+                    }
+                    return Ok(DecideOutcome::NotFound);
                 };
                 let media = Self::media_from(&row)?;
                 let endpoints =
@@ -690,7 +883,70 @@ macro_rules! impl_sql_store {
                 let targets: Vec<&Endpoint> = endpoints.iter().collect();
                 Self::insert_event(&mut tx, event, &targets, None).await?;
                 tx.commit().await?;
-                Ok(Some(media))
+                Ok(DecideOutcome::Decided(Box::new(media)))
+            }
+
+            async fn enqueue_moderation(&self, media_id: &str, now_ms: i64) -> anyhow::Result<()> {
+                sqlx::query(
+                    "INSERT INTO moderation_jobs (media_id, attempts, due_at, created_at) VALUES ($1, 0, $2, $2) \
+                     ON CONFLICT (media_id) DO UPDATE SET attempts = 0, due_at = $2, created_at = $2, \
+                     lease_token = NULL, leased_until = NULL",
+                )
+                .bind(media_id)
+                .bind(now_ms)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn claim_moderation_jobs(
+                &self,
+                lease_token: &str,
+                now_ms: i64,
+                lease_until_ms: i64,
+                limit: i64,
+            ) -> anyhow::Result<Vec<ModerationJob>> {
+                let lock = if Self::IS_POSTGRES { "FOR UPDATE SKIP LOCKED" } else { "" };
+                let sql = format!(
+                    "UPDATE moderation_jobs SET lease_token = $1, leased_until = $2, attempts = attempts + 1 \
+                     WHERE media_id IN (SELECT media_id FROM moderation_jobs \
+                       WHERE due_at <= $3 AND (leased_until IS NULL OR leased_until < $3) \
+                       ORDER BY due_at LIMIT $4 {lock}) \
+                     RETURNING media_id, attempts, created_at"
+                );
+                let mut tx = self.write.begin().await?;
+                let rows = sqlx::query(&sql)
+                    .bind(lease_token)
+                    .bind(lease_until_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut leased: HashMap<String, (i64, i64)> = HashMap::new();
+                for row in &rows {
+                    leased.insert(row.try_get("media_id")?, (row.try_get("attempts")?, row.try_get("created_at")?));
+                }
+                let mut jobs = Vec::with_capacity(leased.len());
+                if !leased.is_empty() {
+                    let mut query = QueryBuilder::<$db>::new(format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id IN ("));
+                    let mut ids = query.separated(", ");
+                    for id in leased.keys() {
+                        ids.push_bind(id);
+                    }
+                    query.push(") ORDER BY id");
+                    for row in query.build().fetch_all(&mut *tx).await? {
+                        let media = Self::media_from(&row)?;
+                        let (attempts, requested_at) = leased[&media.id];
+                        jobs.push(ModerationJob {
+                            media,
+                            lease_token: lease_token.to_string(),
+                            attempts,
+                            requested_at,
+                        });
+                    }
+                }
+                tx.commit().await?;
+                Ok(jobs)
             }
 
             async fn create_leased_delivery(

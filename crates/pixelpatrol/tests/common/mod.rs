@@ -151,7 +151,38 @@ pub fn test_config(database_url: &str) -> Config {
     config.delivery_timeout = Duration::from_secs(5);
     config.db_max_connections = 4;
     config.shutdown_grace = Duration::from_secs(5);
+    // Delivery tests count events exactly; moderation tests turn automatic
+    // moderation on. Tests never download: `scripts/test` installs the model.
+    config.auto_moderation = false;
+    config.model_install = false;
+    config.model_dir = model_dir();
     config
+}
+
+/// The NSFW model's directory: the workspace's `models/`, where
+/// `scripts/test` (and `pixelpatrol serve` run from the workspace) put it.
+pub fn model_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+/// Serves fixed files over HTTP on 127.0.0.1: `(path, content type, bytes)`.
+/// Returns the base URL.
+pub async fn serve_files(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
+    let mut router = axum::Router::new();
+    for (path, content_type, bytes) in files {
+        let bytes = Bytes::from(bytes);
+        router = router.route(
+            path,
+            axum::routing::get(move || {
+                let bytes = bytes.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, content_type)], bytes) }
+            }),
+        );
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}")
 }
 
 pub struct TestApp {
@@ -436,6 +467,13 @@ impl Reply {
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
+    }
+
+    /// 200 with a JSON body.
+    pub fn json(value: Value) -> Self {
+        let mut reply = Reply::ok().header("content-type", "application/json");
+        reply.body = value.to_string();
+        reply
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {

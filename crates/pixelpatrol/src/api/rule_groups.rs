@@ -1,0 +1,191 @@
+//! Rule groups of a site: the rules automatic moderation decides with.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::sites::load_site;
+use super::validate::{nullable, optional_text, text};
+use super::{ApiJson, Page};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{AppError, Result};
+use crate::moderation::rules::{RuleInput, TEMPLATES, validate_rules};
+use crate::moderation::template_group;
+use crate::store::RuleGroup;
+use crate::util::{new_id, now_ms};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/rule-templates", get(list_templates))
+        .route(
+            "/v1/sites/{site_id}/rule-groups",
+            post(create_group).get(list_groups),
+        )
+        .route(
+            "/v1/sites/{site_id}/rule-groups/recommended",
+            post(recreate_recommended),
+        )
+        .route(
+            "/v1/sites/{site_id}/rule-groups/{group_id}",
+            get(get_group).patch(update_group).delete(delete_group),
+        )
+}
+
+async fn list_templates(_caller: Caller) -> Json<Value> {
+    Json(json!({ "data": TEMPLATES }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGroup {
+    name: String,
+    description: Option<String>,
+    #[serde(default)]
+    rules: Vec<RuleInput>,
+    /// Makes this the site's default group (the previous one stays, not default).
+    #[serde(default)]
+    is_default: bool,
+}
+
+async fn create_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+    ApiJson(input): ApiJson<CreateGroup>,
+) -> Result<(StatusCode, Json<RuleGroup>)> {
+    let site = load_site(&state, &caller, &site_id).await?;
+    let now = now_ms();
+    let group = RuleGroup {
+        id: new_id("rg"),
+        site_id: site.id,
+        name: text("name", &input.name, 200)?,
+        description: optional_text("description", input.description.as_deref(), 2000)?,
+        is_default: input.is_default,
+        rules: validate_rules(input.rules)?,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_rule_group(&group).await?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+/// Makes a new group from every template and makes it the site's default:
+/// the one call that restores recommended moderation.
+async fn recreate_recommended(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+) -> Result<(StatusCode, Json<RuleGroup>)> {
+    let site = load_site(&state, &caller, &site_id).await?;
+    let group = template_group(&site.id, true);
+    state.store.create_rule_group(&group).await?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+async fn list_groups(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+) -> Result<Json<Page<RuleGroup>>> {
+    let site = load_site(&state, &caller, &site_id).await?;
+    let data = state.store.list_rule_groups(&site.id).await?;
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
+}
+
+async fn load_group(
+    state: &AppState,
+    caller: &Caller,
+    site_id: &str,
+    group_id: &str,
+) -> Result<RuleGroup> {
+    let site = load_site(state, caller, site_id).await?;
+    state
+        .store
+        .get_rule_group(&site.id, group_id)
+        .await?
+        .ok_or(AppError::NotFound("rule group"))
+}
+
+async fn get_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, group_id)): Path<(String, String)>,
+) -> Result<Json<RuleGroup>> {
+    Ok(Json(
+        load_group(&state, &caller, &site_id, &group_id).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateGroup {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    /// Replaces every rule of the group.
+    rules: Option<Vec<RuleInput>>,
+    is_default: Option<bool>,
+}
+
+async fn update_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, group_id)): Path<(String, String)>,
+    ApiJson(input): ApiJson<UpdateGroup>,
+) -> Result<Json<RuleGroup>> {
+    let mut group = load_group(&state, &caller, &site_id, &group_id).await?;
+    if let Some(name) = input.name {
+        group.name = text("name", &name, 200)?;
+    }
+    if let Some(description) = input.description {
+        group.description = optional_text("description", description.as_deref(), 2000)?;
+    }
+    if let Some(rules) = input.rules {
+        group.rules = validate_rules(rules)?;
+    }
+    match input.is_default {
+        Some(true) => group.is_default = true,
+        Some(false) if group.is_default => {
+            return Err(AppError::invalid(
+                "is_default",
+                "a site always has a default group: make another group the default instead",
+            ));
+        }
+        _ => {}
+    }
+    group.updated_at = now_ms();
+    if !state.store.update_rule_group(&group).await? {
+        return Err(AppError::NotFound("rule group"));
+    }
+    Ok(Json(group))
+}
+
+async fn delete_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, group_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let group = load_group(&state, &caller, &site_id, &group_id).await?;
+    if group.is_default {
+        return Err(AppError::Conflict(
+            "the site's default rule group cannot be deleted: make another group the default first"
+                .into(),
+        ));
+    }
+    if state
+        .store
+        .delete_rule_group(&group.site_id, &group.id)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("rule group"))
+    }
+}
