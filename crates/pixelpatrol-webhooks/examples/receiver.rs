@@ -78,6 +78,7 @@ async fn handle(
         },
         Ok(EventType::MediaCreated) => println!("media submitted: {}", event.data["media_id"]),
         Ok(EventType::TestWebhook) => println!("Test webhook received"),
+        Ok(alert) => println!("operator alert {alert}: {}", event.data),
         Err(unknown) => println!("ignoring {unknown}"),
     }
     (StatusCode::OK, "OK")

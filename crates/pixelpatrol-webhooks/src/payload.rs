@@ -18,13 +18,25 @@ pub enum EventType {
     /// A test event sent on request to check an endpoint.
     #[serde(rename = "test.webhook")]
     TestWebhook,
+    /// Operator alert: an endpoint's deliveries keep failing.
+    #[serde(rename = "endpoint.failing")]
+    EndpointFailing,
+    /// Operator alert: a failing endpoint succeeded again.
+    #[serde(rename = "endpoint.recovered")]
+    EndpointRecovered,
+    /// Operator alert: an endpoint was disabled (410 Gone, or failing too long).
+    #[serde(rename = "endpoint.disabled")]
+    EndpointDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 3] = [
+    pub const ALL: [EventType; 6] = [
         EventType::MediaCreated,
         EventType::MediaModerated,
         EventType::TestWebhook,
+        EventType::EndpointFailing,
+        EventType::EndpointRecovered,
+        EventType::EndpointDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,7 +44,19 @@ impl EventType {
             EventType::MediaCreated => "media.created",
             EventType::MediaModerated => "media.moderated",
             EventType::TestWebhook => "test.webhook",
+            EventType::EndpointFailing => "endpoint.failing",
+            EventType::EndpointRecovered => "endpoint.recovered",
+            EventType::EndpointDisabled => "endpoint.disabled",
         }
+    }
+
+    /// The operator's alerts (sent to `PIXELPATROL_ALERT_WEBHOOK_URL`), as
+    /// opposed to the events a site's endpoints subscribe to.
+    pub fn is_operator_alert(self) -> bool {
+        matches!(
+            self,
+            EventType::EndpointFailing | EventType::EndpointRecovered | EventType::EndpointDisabled
+        )
     }
 }
 
@@ -43,7 +67,9 @@ impl fmt::Display for EventType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event type {0:?}; expected one of media.created, media.moderated, test.webhook")]
+#[error(
+    "unknown event type {0:?}; expected one of media.created, media.moderated, test.webhook, endpoint.failing, endpoint.recovered, endpoint.disabled"
+)]
 pub struct UnknownEventType(pub String);
 
 impl FromStr for EventType {
@@ -118,6 +144,32 @@ pub struct MediaModerated {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AiResults {
     pub labels: Vec<serde_json::Value>,
+}
+
+/// `data` of the operator alerts `endpoint.failing`, `endpoint.recovered`
+/// and `endpoint.disabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointAlert {
+    pub webhook_id: String,
+    pub site_id: String,
+    pub url: String,
+    /// `failing`, `healthy` or `disabled`.
+    pub state: String,
+    pub consecutive_failures: i64,
+    /// Why the endpoint was disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub last_failure: Option<LastFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastFailure {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `http_status`, `timeout`, `connect`, `dns`, `tls` or `blocked_target`.
+    pub class: Option<String>,
+    pub status_code: Option<i64>,
+    pub message: Option<String>,
 }
 
 /// `data` of `test.webhook`.

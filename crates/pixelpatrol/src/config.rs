@@ -136,6 +136,39 @@ pub struct Config {
     )]
     pub external_analyzer_secret: Option<String>,
 
+    /// Consecutive failed attempts after which an endpoint is `failing`
+    /// (an alert is raised; another when it recovers).
+    #[arg(long, env = "PIXELPATROL_FAILING_AFTER", default_value_t = 5)]
+    pub failing_after: i64,
+
+    /// An endpoint whose deliveries have all failed for this long, with at
+    /// least 5 dead deliveries, is disabled (its pending deliveries are kept).
+    #[arg(long, env = "PIXELPATROL_DISABLE_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub disable_after: Duration,
+
+    /// Operator alerts (`endpoint.failing`, `endpoint.recovered`,
+    /// `endpoint.disabled`) are sent, signed, to this URL.
+    #[arg(long, env = "PIXELPATROL_ALERT_WEBHOOK_URL")]
+    pub alert_webhook_url: Option<String>,
+
+    /// The secret that signs alert webhooks (required with the URL).
+    #[arg(long, env = "PIXELPATROL_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
+
+    /// Delivery attempts and event payloads older than this are purged
+    /// (never pending deliveries).
+    #[arg(long, env = "PIXELPATROL_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How often the worker does its chores: endpoint auto-disable,
+    /// retention, queue gauges, planner statistics.
+    #[arg(long, env = "PIXELPATROL_MAINTENANCE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub maintenance_interval: Duration,
+
+    /// Label delivery metrics with the endpoint id (one series per endpoint).
+    #[arg(long, env = "PIXELPATROL_METRICS_PER_ENDPOINT")]
+    pub metrics_per_endpoint: bool,
+
     /// Log format.
     #[arg(long, env = "PIXELPATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

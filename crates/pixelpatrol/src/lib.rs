@@ -5,6 +5,7 @@
 //! by the tests: it opens and migrates the database, starts the delivery
 //! worker and serves the HTTP API on the given listener until shutdown.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -57,6 +58,7 @@ pub async fn run(
         tracing::warn!("--dev: plain http and private-network webhook targets are allowed");
     }
 
+    configure_alerts(&store, &config).await?;
     let deliverer = Deliverer::new(store.clone(), &config)?;
     let worker = config.runs_worker().then(|| {
         let worker = Worker::new(deliverer.clone(), &config);
@@ -94,6 +96,34 @@ pub async fn run(
     }
     served?;
     Ok(())
+}
+
+/// Points the operator's alert endpoint at `PIXELPATROL_ALERT_WEBHOOK_URL`
+/// (or turns it off when unset).
+async fn configure_alerts(store: &DynStore, config: &Config) -> anyhow::Result<()> {
+    let target = match (&config.alert_webhook_url, &config.alert_webhook_secret) {
+        (Some(url), Some(secret)) => {
+            let url = api::validate::endpoint_url("alert_webhook_url", url, config.dev)
+                .map_err(|error| anyhow::anyhow!("PIXELPATROL_ALERT_WEBHOOK_URL: {error}"))?;
+            anyhow::ensure!(
+                secret.chars().count() >= 16,
+                "PIXELPATROL_ALERT_WEBHOOK_SECRET must be at least 16 characters"
+            );
+            Some((url, secret.clone()))
+        }
+        (Some(_), None) => anyhow::bail!(
+            "PIXELPATROL_ALERT_WEBHOOK_URL is set without PIXELPATROL_ALERT_WEBHOOK_SECRET, which signs the alerts"
+        ),
+        (None, _) => None,
+    };
+    store
+        .configure_alert_endpoint(
+            target
+                .as_ref()
+                .map(|(url, secret)| (url.as_str(), secret.as_str())),
+            util::now_ms(),
+        )
+        .await
 }
 
 /// Makes sure the NSFW model is in place, installing it when allowed, and

@@ -9,8 +9,10 @@ use pixelpatrol::moderation::image::{Detected, decode, detect_format};
 use pixelpatrol::moderation::nsfw::{MODEL_FILE, NsfwModel, is_installed};
 use serde::Deserialize;
 
-/// The largest difference from the reference score allowed.
-const TOLERANCE: f64 = 0.02;
+/// The largest difference from the reference score allowed (the issue asks
+/// for 0.02; the preprocessing follows Pillow and libjpeg-turbo exactly, so
+/// the test holds us to less).
+const TOLERANCE: f64 = 0.01;
 
 #[derive(Deserialize)]
 struct Reference {

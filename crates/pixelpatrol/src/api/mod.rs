@@ -2,7 +2,10 @@
 //! Every error answers with the one JSON shape of [`crate::error::AppError`].
 
 mod deliveries;
+mod events;
+mod health;
 mod media;
+mod ops;
 mod rule_groups;
 mod sites;
 pub mod validate;
@@ -13,7 +16,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
-use axum::routing::get;
 use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
 
@@ -22,10 +24,8 @@ use crate::config::Role;
 use crate::error::{AppError, Result};
 
 pub fn router(state: AppState) -> Router {
-    let health = Router::new().route(
-        "/healthz",
-        get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-    );
+    // The recorder exists before the first request is counted.
+    ops::prometheus();
     let api = if state.config.role == Role::Worker {
         Router::new()
     } else {
@@ -35,12 +35,15 @@ pub fn router(state: AppState) -> Router {
             .merge(deliveries::router())
             .merge(media::router())
             .merge(rule_groups::router())
+            .merge(health::router())
+            .merge(events::router())
     };
-    health
+    ops::router()
         .merge(api)
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn(ops::track_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

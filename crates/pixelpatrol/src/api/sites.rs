@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::validate::{endpoint_url, nullable, optional_text, text, web_url};
 use super::{ApiJson, Page};
 use crate::AppState;
+use crate::alerts::OPERATOR_SITE_ID;
 use crate::auth::{Caller, new_site_key};
 use crate::error::{AppError, Result};
 use crate::moderation::rules::DEFAULT_CONFIDENCE_THRESHOLD;
@@ -103,7 +104,11 @@ async fn create_site(
 
 async fn list_sites(caller: Caller, State(state): State<AppState>) -> Result<Json<Page<Site>>> {
     let data = match caller {
-        Caller::Admin => state.store.list_sites().await?,
+        Caller::Admin => {
+            let mut sites = state.store.list_sites().await?;
+            sites.retain(|site| site.id != OPERATOR_SITE_ID);
+            sites
+        }
         Caller::Site(site) => vec![*site],
     };
     Ok(Json(Page {
@@ -114,6 +119,10 @@ async fn list_sites(caller: Caller, State(state): State<AppState>) -> Result<Jso
 
 pub(super) async fn load_site(state: &AppState, caller: &Caller, site_id: &str) -> Result<Site> {
     caller.ensure_site(site_id)?;
+    // The operator's own site (alerts) is not managed through the API.
+    if site_id == OPERATOR_SITE_ID {
+        return Err(AppError::NotFound("site"));
+    }
     state
         .store
         .get_site(site_id)
@@ -191,7 +200,7 @@ async fn delete_site(
     Path(site_id): Path<String>,
 ) -> Result<StatusCode> {
     caller.ensure_admin()?;
-    if state.store.delete_site(&site_id).await? {
+    if site_id != OPERATOR_SITE_ID && state.store.delete_site(&site_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("site"))

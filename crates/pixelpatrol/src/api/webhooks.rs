@@ -55,6 +55,14 @@ fn parse_events(events: &[String]) -> Result<Vec<EventType>> {
                 .map_err(|error: pixelpatrol_webhooks::UnknownEventType| {
                     AppError::invalid(format!("events[{index}]"), error.to_string())
                 })?;
+        if event.is_operator_alert() {
+            return Err(AppError::invalid(
+                format!("events[{index}]"),
+                format!(
+                    "{event} is an operator alert, sent to the server's PIXELPATROL_ALERT_WEBHOOK_URL; endpoints subscribe to media.created, media.moderated, test.webhook"
+                ),
+            ));
+        }
         if !parsed.contains(&event) {
             parsed.push(event);
         }
@@ -110,6 +118,9 @@ async fn create_endpoint(
         active: input.active.unwrap_or(true),
         description: optional_text("description", input.description.as_deref(), 2000)?,
         strict_ordering: input.strict_ordering.unwrap_or(false),
+        disabled_reason: None,
+        disabled_at: None,
+        health: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -192,6 +203,16 @@ async fn update_endpoint(
         endpoint.events = parse_events(&events)?;
     }
     if let Some(active) = input.active {
+        if active {
+            // Turned back on: what disabled it no longer applies, and its
+            // health starts afresh (the store does the same).
+            if !endpoint.active {
+                endpoint.health.consecutive_failures = 0;
+                endpoint.health.failing_since = None;
+            }
+            endpoint.disabled_reason = None;
+            endpoint.disabled_at = None;
+        }
         endpoint.active = active;
     }
     if let Some(description) = input.description {

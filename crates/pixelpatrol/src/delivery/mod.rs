@@ -18,6 +18,7 @@ pub mod sender;
 pub mod target;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,16 +26,24 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{self, ALERT_ENDPOINT_ID};
 use crate::config::Config;
-use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, NextStep};
+use crate::store::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, NextStep,
+};
 use crate::util::{new_id, now_ms};
 use retry::RetrySchedule;
 use sender::{AttemptOutcome, Sender};
 
 /// Records written in one transaction at most.
 const RECORD_BATCH: usize = 512;
-/// How often the worker refreshes the database's planner statistics.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// An endpoint failing this long is disabled only with at least this many
+/// dead deliveries.
+const DISABLE_MIN_DEAD: i64 = 5;
+/// Rows removed per retention statement, and statements per maintenance
+/// tick: small steps that never hold locks long.
+const PURGE_BATCH: i64 = 1000;
+const PURGE_STEPS_PER_TICK: usize = 20;
 /// How long the worker gathers wake-ups before it claims.
 const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
@@ -46,17 +55,54 @@ pub struct Deliverer {
     schedule: RetrySchedule,
     lease: Duration,
     wake: Notify,
+    health: HealthPolicy,
+    per_endpoint_metrics: bool,
+    maintenance_interval: Duration,
+    disable_after: Duration,
+    retention: Duration,
+    /// When the worker last showed it was alive (ms since the epoch; 0: no worker).
+    heartbeat: AtomicI64,
 }
 
 impl Deliverer {
     pub fn new(store: DynStore, config: &Config) -> anyhow::Result<Arc<Self>> {
+        let schedule = config.retry_schedule.clone();
+        let first_delay_ms = schedule.first_delay().as_millis().min(i64::MAX as u128) as i64;
         Ok(Arc::new(Self {
             store,
             sender: Sender::new(config.delivery_timeout, config.dev)?,
-            schedule: config.retry_schedule.clone(),
+            schedule,
             lease: config.lease_duration(),
             wake: Notify::new(),
+            health: HealthPolicy {
+                failing_after: config.failing_after.max(1),
+                alert_endpoint_id: config
+                    .alert_webhook_url
+                    .as_ref()
+                    .map(|_| ALERT_ENDPOINT_ID.to_string()),
+                alert_first_delay_ms: first_delay_ms,
+            },
+            per_endpoint_metrics: config.metrics_per_endpoint,
+            maintenance_interval: config.maintenance_interval.max(Duration::from_millis(100)),
+            disable_after: config.disable_after,
+            retention: config.retention,
+            heartbeat: AtomicI64::new(0),
         }))
+    }
+
+    /// Consecutive failed attempts that make an endpoint `failing`.
+    pub fn failing_after(&self) -> i64 {
+        self.health.failing_after
+    }
+
+    fn beat(&self) {
+        self.heartbeat.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the delivery worker has shown signs of life recently.
+    pub fn worker_alive(&self, now: i64) -> bool {
+        let last = self.heartbeat.load(Ordering::Relaxed);
+        last > 0 && now - last <= (self.maintenance_interval.as_millis() as i64) * 3 + 5_000
     }
 
     /// Tells the worker that deliveries may be due now.
@@ -85,10 +131,12 @@ impl Deliverer {
     ) -> anyhow::Result<(AttemptOutcome, AttemptRecord)> {
         let outcome = self.sender.send(delivery).await;
         let record = self.record_for(delivery, &outcome);
-        log_attempt(delivery, &record);
-        self.store
-            .record_attempts(std::slice::from_ref(&record))
+        self.observe_attempt(delivery, &record);
+        let changes = self
+            .store
+            .record_attempts(std::slice::from_ref(&record), &self.health)
             .await?;
+        alerts::report(&changes);
         if !matches!(record.next, NextStep::Succeeded) {
             self.wake();
         }
@@ -112,6 +160,7 @@ impl Deliverer {
         };
         AttemptRecord {
             delivery_id: delivery.id.clone(),
+            endpoint_id: delivery.endpoint_id.clone(),
             lease_token: delivery.lease_token.clone(),
             attempt,
             started_at: outcome.started_at,
@@ -128,12 +177,32 @@ impl Deliverer {
     }
 }
 
-fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
-    let outcome = match record.next {
-        NextStep::Succeeded => "succeeded",
-        NextStep::RetryAt(_) => "retry",
-        NextStep::Dead => "dead",
-    };
+impl Deliverer {
+    /// One log line and the metrics of an attempt.
+    fn observe_attempt(&self, delivery: &ClaimedDelivery, record: &AttemptRecord) {
+        let outcome = match record.next {
+            NextStep::Succeeded => "succeeded",
+            NextStep::RetryAt(_) => "retry",
+            NextStep::Dead => "dead",
+        };
+        let class = record.error_class.clone().unwrap_or_else(|| "none".into());
+        if self.per_endpoint_metrics {
+            metrics::counter!("pixelpatrol_delivery_attempts_total", "outcome" => outcome, "error_class" => class, "webhook_id" => delivery.endpoint_id.clone()).increment(1);
+        } else {
+            metrics::counter!("pixelpatrol_delivery_attempts_total", "outcome" => outcome, "error_class" => class).increment(1);
+        }
+        metrics::histogram!("pixelpatrol_delivery_attempt_duration_seconds")
+            .record(record.duration_ms as f64 / 1000.0);
+        if outcome == "succeeded" {
+            let finished = record.started_at + record.duration_ms;
+            metrics::histogram!("pixelpatrol_delivery_latency_seconds")
+                .record((finished - delivery.event_created_at).max(0) as f64 / 1000.0);
+        }
+        log_attempt(delivery, record, outcome);
+    }
+}
+
+fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord, outcome: &str) {
     tracing::info!(
         delivery_id = %delivery.id,
         event_id = %delivery.event_id,
@@ -193,6 +262,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
 
         while !shutdown.is_cancelled() {
+            self.deliverer.beat();
             while tasks.try_join_next().is_some() {}
             let claimed = match self.try_claim_and_send(&mut tasks, &records_tx).await {
                 Ok(claimed) => claimed,
@@ -322,7 +392,7 @@ impl Worker {
             tasks.spawn(async move {
                 let outcome = deliverer.sender.send(&delivery).await;
                 let record = deliverer.record_for(&delivery, &outcome);
-                log_attempt(&delivery, &record);
+                deliverer.observe_attempt(&delivery, &record);
                 // The writer outlives every task; a send error only happens
                 // if it died, and then the lease expires and the delivery is
                 // sent again.
@@ -345,20 +415,67 @@ impl Worker {
     }
 }
 
-/// Refreshes the database's statistics every few seconds (see
-/// `Store::maintain`).
+/// The worker's periodic chores: planner statistics (see `Store::maintain`),
+/// disabling endpoints that have failed too long, retention, and the queue
+/// gauges.
 async fn maintain(deliverer: Arc<Deliverer>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    deliverer.beat();
+    let mut tick = tokio::time::interval(deliverer.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(error) = deliverer.store.maintain().await {
-            tracing::warn!(error = ?error, "database maintenance failed");
+        deliverer.beat();
+        if let Err(error) = maintenance_tick(&deliverer).await {
+            tracing::warn!(error = ?error, "maintenance failed");
         }
     }
+}
+
+async fn maintenance_tick(deliverer: &Deliverer) -> anyhow::Result<()> {
+    let store = &deliverer.store;
+    store.maintain().await?;
+    let now = now_ms();
+    let changes = store
+        .disable_failing_endpoints(
+            now,
+            now - deliverer.disable_after.as_millis() as i64,
+            DISABLE_MIN_DEAD,
+            &deliverer.health,
+        )
+        .await?;
+    alerts::report(&changes);
+    if !changes.is_empty() {
+        deliverer.wake();
+    }
+    let cutoff = now - deliverer.retention.as_millis() as i64;
+    let mut purged = (0, 0);
+    for _ in 0..PURGE_STEPS_PER_TICK {
+        let step = store.purge_step(cutoff, PURGE_BATCH).await?;
+        purged.0 += step.attempts;
+        purged.1 += step.events;
+        if step.attempts < PURGE_BATCH as u64 && step.events < PURGE_BATCH as u64 {
+            break;
+        }
+    }
+    if purged != (0, 0) {
+        metrics::counter!("pixelpatrol_retention_purged_total", "table" => "delivery_attempts")
+            .increment(purged.0);
+        metrics::counter!("pixelpatrol_retention_purged_total", "table" => "events")
+            .increment(purged.1);
+        tracing::info!(
+            attempts = purged.0,
+            events = purged.1,
+            "retention purged old delivery data"
+        );
+    }
+    let (pending, oldest) = store.queue_stats().await?;
+    metrics::gauge!("pixelpatrol_queue_depth").set(pending as f64);
+    metrics::gauge!("pixelpatrol_oldest_pending_age_seconds")
+        .set(oldest.map_or(0.0, |oldest| (now - oldest).max(0) as f64 / 1000.0));
+    Ok(())
 }
 
 /// Writes attempt records in batches (one transaction for all that queued up
@@ -377,8 +494,11 @@ async fn write_records(
         let mut backoff = Duration::from_millis(50);
         let mut failures = 0;
         loop {
-            let error = match store.record_attempts(&batch).await {
-                Ok(()) => break,
+            let error = match store.record_attempts(&batch, &deliverer.health).await {
+                Ok(changes) => {
+                    alerts::report(&changes);
+                    break;
+                }
                 Err(error) => error,
             };
             failures += 1;
@@ -387,12 +507,12 @@ async fn write_records(
                 let offered = batch.len();
                 let mut refused = Vec::new();
                 for record in batch.drain(..) {
-                    if store
-                        .record_attempts(std::slice::from_ref(&record))
+                    match store
+                        .record_attempts(std::slice::from_ref(&record), &deliverer.health)
                         .await
-                        .is_err()
                     {
-                        refused.push(record);
+                        Ok(changes) => alerts::report(&changes),
+                        Err(_) => refused.push(record),
                     }
                 }
                 batch = refused;

@@ -39,7 +39,10 @@ struct AnswerLabel {
 }
 
 pub struct ExternalAnalyzer {
-    client: reqwest::Client,
+    /// For sites' analyzers: private and reserved addresses refused.
+    guarded: reqwest::Client,
+    /// For the operator's analyzer, which may well run next to the server.
+    trusted: reqwest::Client,
     /// The operator's analyzer for every site: (url, secret).
     global: Option<(String, String)>,
     allow_private: bool,
@@ -51,15 +54,18 @@ impl ExternalAnalyzer {
         timeout: Duration,
         allow_private: bool,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("PixelPatrol-Analyzer/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-            .build()?;
+        let client = |allow_private: bool| {
+            reqwest::Client::builder()
+                .user_agent(concat!("PixelPatrol-Analyzer/", env!("CARGO_PKG_VERSION")))
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+                .build()
+        };
         Ok(ExternalAnalyzer {
-            client,
+            guarded: client(allow_private)?,
+            trusted: client(true)?,
             global,
             allow_private,
         })
@@ -88,9 +94,10 @@ impl Analyzer for ExternalAnalyzer {
         let Some((url, secret)) = self.target(input) else {
             return Ok(Vec::new());
         };
+        let site_owned = input.site_external_analyzer.is_some();
         let parsed = url::Url::parse(url)
             .map_err(|error| AnalyzerError::new(format!("bad analyzer URL: {error}")))?;
-        if !self.allow_private && literal_ip(&parsed).is_some_and(is_blocked) {
+        if site_owned && !self.allow_private && literal_ip(&parsed).is_some_and(is_blocked) {
             return Err(AnalyzerError::new(
                 "the analyzer URL points to a private or reserved address",
             ));
@@ -104,8 +111,12 @@ impl Analyzer for ExternalAnalyzer {
             "metadata": input.metadata,
         })
         .to_string();
-        let response = self
-            .client
+        let client = if site_owned {
+            &self.guarded
+        } else {
+            &self.trusted
+        };
+        let mut response = client
             .post(parsed)
             .header("content-type", "application/json")
             .header(
@@ -139,13 +150,16 @@ impl Analyzer for ExternalAnalyzer {
                 "the external analyzer's answer is too large",
             ));
         }
-        let bytes = response.bytes().await.map_err(|error| {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| {
             AnalyzerError::new(format!("reading the external analyzer's answer: {error}"))
-        })?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(AnalyzerError::new(
-                "the external analyzer's answer is too large",
-            ));
+        })? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(AnalyzerError::new(
+                    "the external analyzer's answer is too large",
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         let answer: Answer = serde_json::from_slice(&bytes).map_err(|error| {
             AnalyzerError::new(format!(

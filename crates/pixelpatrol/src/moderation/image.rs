@@ -7,6 +7,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use async_trait::async_trait;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
@@ -66,6 +68,9 @@ pub struct ImageAnalyzer {
     nsfw: Arc<NsfwClassifier>,
     max_pixels: u64,
     allow_private: bool,
+    /// Decoding and measuring are CPU work: done on blocking threads, a few
+    /// at a time, which also bounds the memory decoded images take.
+    decode_permits: Arc<Semaphore>,
 }
 
 impl ImageAnalyzer {
@@ -74,6 +79,7 @@ impl ImageAnalyzer {
         fetch_timeout: Duration,
         max_pixels: u64,
         allow_private: bool,
+        decode_threads: usize,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("PixelPatrol-Fetcher/", env!("CARGO_PKG_VERSION")))
@@ -100,6 +106,7 @@ impl ImageAnalyzer {
             nsfw,
             max_pixels,
             allow_private,
+            decode_permits: Arc::new(Semaphore::new(decode_threads.max(1))),
         })
     }
 
@@ -144,12 +151,6 @@ impl ImageAnalyzer {
         }
         Ok(bytes)
     }
-
-    /// Decodes `bytes`, refusing images with more than `max_pixels` pixels
-    /// before any pixel memory is allocated.
-    fn decode(&self, bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, AnalyzerError> {
-        decode(bytes, format, self.max_pixels)
-    }
 }
 
 /// Decodes an image of a detected format, refusing more than `max_pixels`
@@ -179,9 +180,9 @@ pub fn decode(
             }
         }
         let mut limits = Limits::default();
-        // Decoded pixels at up to 16 bytes each (RGBA, 32-bit floats), plus
-        // the decoder's working memory.
-        limits.max_alloc = Some(max_pixels.saturating_mul(16).saturating_add(64 << 20));
+        // Decoded pixels at up to 8 bytes each (16-bit RGBA), plus the
+        // decoder's working memory.
+        limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
         let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
         reader.limits(limits);
         reader
@@ -292,8 +293,21 @@ impl Analyzer for ImageAnalyzer {
                 ));
             }
         };
-        let image = Arc::new(self.decode(&bytes, format)?);
-        let mut labels = quality_labels(&image);
+        let permit = self
+            .decode_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AnalyzerError::new("shutting down"))?;
+        let max_pixels = self.max_pixels;
+        let (image, mut labels) = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let image = decode(&bytes, format, max_pixels)?;
+            let labels = quality_labels(&image);
+            Ok::<_, AnalyzerError>((Arc::new(image), labels))
+        })
+        .await
+        .map_err(|error| AnalyzerError::new(format!("image decoding crashed: {error}")))??;
         match self.nsfw.score(image).await {
             Ok(score) => labels.push(Label::new("adult", "adult_content", score, ANALYZER)),
             Err(NsfwError::Unavailable(why)) => labels

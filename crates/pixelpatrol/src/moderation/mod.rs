@@ -15,6 +15,7 @@ pub mod rules;
 pub mod text;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use pixelpatrol_webhooks::{AiResults, EventType, MediaModerated, WebhookEvent};
@@ -186,7 +187,7 @@ pub fn template_group(site_id: &str, is_default: bool) -> RuleGroup {
         site_id: site_id.to_string(),
         name: "Recommended".into(),
         description: Some(
-            "Built from the templates: explicit content, violence, hate speech, self-harm, drugs, spam, blurry images."
+            "Built from the templates: explicit content, violence, hate speech, self-harm, drugs, spam, low-resolution and blurry images."
                 .into(),
         ),
         is_default,
@@ -207,6 +208,8 @@ pub struct Moderator {
     concurrency: usize,
     poll_interval: Duration,
     wake: Notify,
+    /// When the worker loop last ran (ms since the epoch; 0: not running).
+    heartbeat: AtomicI64,
 }
 
 impl Moderator {
@@ -225,6 +228,7 @@ impl Moderator {
             config.fetch_timeout,
             config.max_image_pixels,
             config.dev,
+            config.inference_threads,
         )?;
         let global_external = config.external_analyzer_url.clone().map(|url| {
             (
@@ -246,11 +250,18 @@ impl Moderator {
             concurrency: config.moderation_concurrency.max(1),
             poll_interval: config.poll_interval.max(Duration::from_millis(100)),
             wake: Notify::new(),
+            heartbeat: AtomicI64::new(0),
         }))
     }
 
     pub fn nsfw(&self) -> &nsfw::NsfwClassifier {
         &self.nsfw
+    }
+
+    /// Whether the worker loop ran recently.
+    pub fn worker_alive(&self, now: i64) -> bool {
+        let last = self.heartbeat.load(Ordering::Relaxed);
+        last > 0 && now - last <= (self.poll_interval.as_millis() as i64) * 3 + 5_000
     }
 
     /// New work is waiting.
@@ -444,6 +455,7 @@ impl Moderator {
             if shutdown.is_cancelled() {
                 break;
             }
+            self.heartbeat.store(now_ms(), Ordering::Relaxed);
             while running.try_join_next().is_some() {}
             let room = self.concurrency.saturating_sub(running.len());
             let jobs = match self.claim(room).await {

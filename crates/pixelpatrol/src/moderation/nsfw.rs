@@ -14,7 +14,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use image::{DynamicImage, RgbImage};
 use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, Semaphore};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Semaphore};
 use tract_onnx::prelude::*;
 
 /// The model's file name in the model directory.
@@ -29,6 +31,8 @@ const CROP: u32 = 224;
 const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
 /// PIL's default JPEG quality, which the reference round trip uses.
 const REFERENCE_JPEG_QUALITY: u8 = 75;
+/// How long a model file that failed to load is left alone.
+const RELOAD_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -239,8 +243,12 @@ pub fn resize_bilinear_like_pil(image: &RgbImage, width: u32, height: u32) -> Rg
 /// blocking threads so images cannot starve the rest of the server.
 pub struct NsfwClassifier {
     path: PathBuf,
-    model: OnceCell<Result<Arc<NsfwModel>, String>>,
-    permits: Semaphore,
+    /// Loaded once; a failure is not kept, so a model installed while the
+    /// server runs (the first start's download) is picked up.
+    model: Mutex<Option<Arc<NsfwModel>>>,
+    /// A file that exists but does not load is tried again only after a while.
+    last_load_failure: std::sync::Mutex<Option<(Instant, String)>>,
+    permits: Arc<Semaphore>,
 }
 
 /// Why there is no score.
@@ -257,8 +265,9 @@ impl NsfwClassifier {
     pub fn new(model_dir: &Path, threads: usize) -> Self {
         NsfwClassifier {
             path: model_dir.join(MODEL_FILE),
-            model: OnceCell::new(),
-            permits: Semaphore::new(threads.max(1)),
+            model: Mutex::new(None),
+            last_load_failure: std::sync::Mutex::new(None),
+            permits: Arc::new(Semaphore::new(threads.max(1))),
         }
     }
 
@@ -267,39 +276,59 @@ impl NsfwClassifier {
     }
 
     async fn model(&self) -> Result<Arc<NsfwModel>, NsfwError> {
-        let loaded = self
-            .model
-            .get_or_init(|| async {
-                let path = self.path.clone();
-                if !path.is_file() {
-                    return Err(format!(
-                        "the NSFW model is not installed at {} (run `pixelpatrol models install`)",
-                        path.display()
-                    ));
-                }
-                tokio::task::spawn_blocking(move || {
-                    verify_file(&path)?;
-                    NsfwModel::load(&path).map(Arc::new)
-                })
-                .await
-                .map_err(|error| error.to_string())?
-                .map_err(|error| format!("the NSFW model does not load: {error:#}"))
-            })
-            .await;
-        loaded.clone().map_err(NsfwError::Unavailable)
+        let mut slot = self.model.lock().await;
+        if let Some(model) = slot.as_ref() {
+            return Ok(model.clone());
+        }
+        if !self.path.is_file() {
+            return Err(NsfwError::Unavailable(format!(
+                "the NSFW model is not installed at {} (run `pixelpatrol models install`)",
+                self.path.display()
+            )));
+        }
+        if let Some((when, why)) = self.last_load_failure.lock().expect("lock").as_ref()
+            && when.elapsed() < RELOAD_AFTER_FAILURE
+        {
+            return Err(NsfwError::Unavailable(why.clone()));
+        }
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            verify_file(&path)?;
+            NsfwModel::load(&path).map(Arc::new)
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))
+        .and_then(|loaded| loaded);
+        match loaded {
+            Ok(model) => {
+                *slot = Some(model.clone());
+                Ok(model)
+            }
+            Err(error) => {
+                let why = format!("the NSFW model does not load: {error:#}");
+                *self.last_load_failure.lock().expect("lock") = Some((Instant::now(), why.clone()));
+                Err(NsfwError::Unavailable(why))
+            }
+        }
     }
 
     pub async fn score(&self, image: Arc<DynamicImage>) -> Result<f64, NsfwError> {
         let model = self.model().await?;
-        let _permit = self
+        // The permit goes with the blocking work: if the analysis times out
+        // and is dropped, the inference still counts until it really ends.
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| NsfwError::Failed("shutting down".into()))?;
-        tokio::task::spawn_blocking(move || model.score(&image))
-            .await
-            .map_err(|error| NsfwError::Failed(error.to_string()))?
-            .map_err(|error| NsfwError::Failed(format!("{error:#}")))
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            model.score(&image)
+        })
+        .await
+        .map_err(|error| NsfwError::Failed(error.to_string()))?
+        .map_err(|error| NsfwError::Failed(format!("{error:#}")))
     }
 }
 

@@ -91,11 +91,11 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
             ));
         }
         if let Some(threshold) = input.threshold
-            && !(threshold.is_finite() && (0.0..=1.0).contains(&threshold))
+            && !(threshold.is_finite() && threshold > 0.0 && threshold <= 1.0)
         {
             return Err(AppError::invalid(
                 field("threshold"),
-                "threshold must be a number from 0 to 1",
+                "threshold must be a number above 0 and at most 1",
             ));
         }
         let (label, pattern) = match input.kind {
@@ -129,10 +129,16 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
                 };
                 compile_pattern(&pattern)
                     .map_err(|message| AppError::invalid(field("pattern"), message))?;
-                if input.label.is_some() || input.threshold.is_some() {
+                if input.label.is_some() {
                     return Err(AppError::invalid(
                         field("label"),
-                        "pattern rules have no label or threshold",
+                        "pattern rules have no label",
+                    ));
+                }
+                if input.threshold.is_some() {
+                    return Err(AppError::invalid(
+                        field("threshold"),
+                        "pattern rules have no threshold",
                     ));
                 }
                 (None, Some(pattern))
@@ -386,6 +392,14 @@ pub const TEMPLATES: &[RuleTemplate] = &[
         label: "spam",
         action: RuleAction::Reject,
         description: "Rejects spam: sales phrases, link farms, repetition.",
+    },
+    RuleTemplate {
+        key: "low_resolution",
+        name: "Low-resolution images go to a human",
+        kind: RuleKind::Prohibition,
+        label: "low_resolution",
+        action: RuleAction::Flag,
+        description: "Flags images too small to judge (shorter side under about 200 pixels).",
     },
     RuleTemplate {
         key: "blurry",
@@ -663,6 +677,7 @@ mod tests {
             "drugs",
             "spam",
             "blurry",
+            "low_resolution",
         ] {
             assert!(labels.contains(&expected), "{expected} has no template");
         }

@@ -68,10 +68,29 @@ pub struct Endpoint {
     pub active: bool,
     pub description: Option<String>,
     pub strict_ordering: bool,
+    /// Why the server disabled the endpoint (`410 Gone`, or failing too long).
+    pub disabled_reason: Option<String>,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub disabled_at: Option<i64>,
+    #[serde(skip)]
+    pub health: EndpointHealthState,
     #[serde(serialize_with = "ser_ms")]
     pub created_at: i64,
     #[serde(serialize_with = "ser_ms")]
     pub updated_at: i64,
+}
+
+/// What the server keeps about an endpoint's recent attempts.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointHealthState {
+    pub consecutive_failures: i64,
+    /// When the current run of failures began.
+    pub failing_since: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_failure_at: Option<i64>,
+    pub last_failure_class: Option<String>,
+    pub last_failure_status: Option<i64>,
+    pub last_failure_message: Option<String>,
 }
 
 impl Endpoint {
@@ -247,6 +266,8 @@ pub struct ClaimedDelivery {
     pub url: String,
     pub secret: String,
     pub payload: String,
+    /// When the event was created (for end-to-end latency).
+    pub event_created_at: i64,
     /// Attempts made before this one.
     pub previous_attempts: i64,
 }
@@ -263,6 +284,7 @@ pub enum NextStep {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub delivery_id: String,
+    pub endpoint_id: String,
     pub lease_token: String,
     pub attempt: i64,
     pub started_at: i64,
@@ -272,6 +294,121 @@ pub struct AttemptRecord {
     pub error_class: Option<String>,
     pub error_message: Option<String>,
     pub next: NextStep,
+}
+
+/// How attempts move endpoint health, and where alerts go.
+#[derive(Debug, Clone)]
+pub struct HealthPolicy {
+    /// Consecutive failed attempts that make an endpoint `failing`.
+    pub failing_after: i64,
+    /// The operator's alert endpoint, when alerts are configured.
+    pub alert_endpoint_id: Option<String>,
+    /// Delay before an alert's first attempt, in milliseconds.
+    pub alert_first_delay_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChangeKind {
+    Failing,
+    Recovered,
+    Disabled,
+}
+
+/// The last failed attempt of an endpoint.
+#[derive(Debug, Clone)]
+pub struct FailureInfo {
+    pub at: i64,
+    pub class: Option<String>,
+    pub status_code: Option<i64>,
+    pub message: Option<String>,
+}
+
+/// An endpoint's change of state, reported to the operator.
+#[derive(Debug, Clone)]
+pub struct HealthChange {
+    pub kind: HealthChangeKind,
+    pub endpoint_id: String,
+    pub site_id: String,
+    pub url: String,
+    pub consecutive_failures: i64,
+    pub reason: Option<String>,
+    pub last_failure: Option<FailureInfo>,
+    pub at: i64,
+}
+
+/// Attempt figures over one time window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WindowFigures {
+    pub attempts: i64,
+    pub successes: i64,
+    /// Successes / attempts; `None` without attempts.
+    pub success_rate: Option<f64>,
+    pub avg_response_ms: Option<f64>,
+    pub p95_response_ms: Option<i64>,
+}
+
+/// What the delivery log says of an endpoint now.
+#[derive(Debug, Clone, Default)]
+pub struct HealthFigures {
+    pub last_hour: WindowFigures,
+    pub last_day: WindowFigures,
+    /// Pending deliveries, those in flight included.
+    pub pending: i64,
+    pub in_flight: i64,
+    pub oldest_pending_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RecoverOutcome {
+    pub requeued: u64,
+    /// Dead deliveries left alone because their lane has an attempt in
+    /// flight; asking again later takes them.
+    pub skipped_in_flight: u64,
+}
+
+/// An event with its deliveries, as the events list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub id: String,
+    pub event: String,
+    pub media_id: String,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    pub deliveries: Vec<EventDelivery>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDelivery {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_status_code: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub event: Option<EventType>,
+    pub since_ms: Option<i64>,
+    /// Only events with a smaller id (the page cursor).
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
+
+/// The outcome of resending an event.
+#[derive(Debug)]
+pub enum ResendOutcome {
+    /// The new deliveries' ids.
+    Queued(Vec<String>),
+    EventNotFound,
+    EndpointNotFound,
+}
+
+/// What one retention step removed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Purged {
+    pub attempts: u64,
+    pub events: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -391,8 +528,68 @@ pub trait Store: Send + Sync + 'static {
         &self,
         request: ClaimRequest<'_>,
     ) -> anyhow::Result<Vec<ClaimedDelivery>>;
-    /// Records attempts and moves their deliveries on, in one transaction.
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()>;
+    /// Records attempts, moves their deliveries on and updates their
+    /// endpoints' health, in one transaction. An endpoint that answered
+    /// `410 Gone` is disabled. State changes are returned, and their alerts
+    /// (when configured) are written in the same transaction.
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        health: &HealthPolicy,
+    ) -> anyhow::Result<Vec<HealthChange>>;
+    /// Disables active endpoints failing since before `failing_since_before`
+    /// with at least `min_dead` dead deliveries since; their pending
+    /// deliveries stay for recovery.
+    async fn disable_failing_endpoints(
+        &self,
+        now_ms: i64,
+        failing_since_before: i64,
+        min_dead: i64,
+        health: &HealthPolicy,
+    ) -> anyhow::Result<Vec<HealthChange>>;
+    /// Creates or updates the operator's alert endpoint (`None`: deactivates it).
+    async fn configure_alert_endpoint(
+        &self,
+        target: Option<(&str, &str)>,
+        now_ms: i64,
+    ) -> anyhow::Result<()>;
+    async fn endpoint_health(
+        &self,
+        endpoint_id: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<HealthFigures>;
+    /// Re-queues dead deliveries created in `[since, until)`, oldest first.
+    async fn recover_deliveries(
+        &self,
+        endpoint_id: &str,
+        since_ms: i64,
+        until_ms: Option<i64>,
+        now_ms: i64,
+    ) -> anyhow::Result<RecoverOutcome>;
+    /// New deliveries of an existing event to the site's subscribed active
+    /// endpoints, or to the one named.
+    async fn resend_event(
+        &self,
+        site_id: &str,
+        event_id: &str,
+        endpoint_id: Option<&str>,
+        now_ms: i64,
+    ) -> anyhow::Result<ResendOutcome>;
+    async fn list_events(
+        &self,
+        site_id: &str,
+        filter: &EventFilter,
+    ) -> anyhow::Result<Vec<EventSummary>>;
+    /// One bounded step of retention: up to `batch` attempts and `batch`
+    /// events (with their finished deliveries) older than `cutoff`; events
+    /// with pending deliveries are kept.
+    async fn purge_step(&self, cutoff_ms: i64, batch: i64) -> anyhow::Result<Purged>;
+    /// Pending deliveries in all and the oldest one's creation time.
+    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)>;
+    /// Applied migrations against those this build knows.
+    async fn migration_status(&self) -> anyhow::Result<(i64, i64)>;
+    /// Connections open and idle in the pools.
+    fn pool_stats(&self) -> (u32, u32);
     /// Gives leased deliveries back without an attempt (graceful shutdown).
     async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()>;
 

@@ -23,9 +23,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AiLabels, Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord,
-    Delivery, DeliveryFilter, DeliveryStatus, Endpoint, Media, MediaFilter, ModerationJob,
-    NewEvent, NextStep, RetryOutcome, RuleGroup, Site, Store,
+    Delivery, DeliveryFilter, DeliveryStatus, Endpoint, EndpointHealthState, EventDelivery,
+    EventFilter, EventSummary, FailureInfo, HealthChange, HealthChangeKind, HealthFigures,
+    HealthPolicy, Media, MediaFilter, ModerationJob, NewEvent, NextStep, Purged, RecoverOutcome,
+    ResendOutcome, RetryOutcome, RuleGroup, Site, Store, WindowFigures,
 };
+use crate::alerts::{ALERT_ENDPOINT_ID, OPERATOR_SITE_ID, alert_event};
 
 /// SQLite in WAL mode. Writes go through a pool of exactly one connection, so
 /// writers queue in the process instead of failing with `SQLITE_BUSY`; reads
@@ -204,7 +207,12 @@ fn next_step_columns(next: NextStep) -> (&'static str, Option<i64>) {
 const SITE_COLUMNS: &str = "id, name, url, description, key_hash, confidence_threshold, external_analyzer_url, external_analyzer_secret, created_at, updated_at";
 const RULE_GROUP_COLUMNS: &str =
     "id, site_id, name, description, is_default, rules, created_at, updated_at";
-const ENDPOINT_COLUMNS: &str = "id, site_id, url, secret, events, active, description, strict_ordering, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, site_id, url, secret, events, active, description, strict_ordering, \
+     disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, last_failure_at, \
+     last_failure_class, last_failure_status, last_failure_message, created_at, updated_at";
+/// What a health change reports of its endpoint.
+const CHANGE_COLUMNS: &str = "id, site_id, url, consecutive_failures, disabled_reason, last_failure_at, \
+     last_failure_class, last_failure_status, last_failure_message";
 const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, rule_group_id, ai_labels, applied_rules, processing_ms, created_at, updated_at, moderated_at";
 const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, started_at, duration_ms, status_code, response_body, error_class, error_message, next_attempt_at";
@@ -240,6 +248,17 @@ macro_rules! impl_sql_store {
                     active: row.try_get("active")?,
                     description: row.try_get("description")?,
                     strict_ordering: row.try_get("strict_ordering")?,
+                    disabled_reason: row.try_get("disabled_reason")?,
+                    disabled_at: row.try_get("disabled_at")?,
+                    health: EndpointHealthState {
+                        consecutive_failures: row.try_get("consecutive_failures")?,
+                        failing_since: row.try_get("failing_since")?,
+                        last_success_at: row.try_get("last_success_at")?,
+                        last_failure_at: row.try_get("last_failure_at")?,
+                        last_failure_class: row.try_get("last_failure_class")?,
+                        last_failure_status: row.try_get("last_failure_status")?,
+                        last_failure_message: row.try_get("last_failure_message")?,
+                    },
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                 })
@@ -306,7 +325,9 @@ macro_rules! impl_sql_store {
                     "INSERT INTO rule_groups (name, description, is_default, rules, updated_at, id, site_id, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 } else {
-                    "UPDATE rule_groups SET name = $1, description = $2, is_default = $3, rules = $4, updated_at = $5 \
+                    // Only ever turned on here (turning another group on turns
+                    // this one off above), so a concurrent change is not undone.
+                    "UPDATE rule_groups SET name = $1, description = $2, is_default = (is_default OR $3), rules = $4, updated_at = $5 \
                      WHERE id = $6 AND site_id = $7 AND $8 = $8"
                 };
                 let result = sqlx::query(sql)
@@ -321,6 +342,171 @@ macro_rules! impl_sql_store {
                     .execute(&mut **tx)
                     .await?;
                 Ok(result.rows_affected() == 1)
+            }
+
+            fn change_from(row: &$row, kind: HealthChangeKind, at: i64) -> anyhow::Result<HealthChange> {
+                let last_failure_at: Option<i64> = row.try_get("last_failure_at")?;
+                Ok(HealthChange {
+                    kind,
+                    endpoint_id: row.try_get("id")?,
+                    site_id: row.try_get("site_id")?,
+                    url: row.try_get("url")?,
+                    consecutive_failures: row.try_get("consecutive_failures")?,
+                    reason: row.try_get("disabled_reason")?,
+                    last_failure: match last_failure_at {
+                        Some(at) => Some(FailureInfo {
+                            at,
+                            class: row.try_get("last_failure_class")?,
+                            status_code: row.try_get("last_failure_status")?,
+                            message: row.try_get("last_failure_message")?,
+                        }),
+                        None => None,
+                    },
+                    at,
+                })
+            }
+
+            /// Writes the alert events of `changes` to the operator's alert
+            /// endpoint, inside the caller's transaction.
+            async fn write_alerts(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                changes: &[HealthChange],
+                health: &HealthPolicy,
+            ) -> anyhow::Result<()> {
+                let Some(alert_endpoint) = health.alert_endpoint_id.as_deref() else {
+                    return Ok(());
+                };
+                if changes.is_empty() {
+                    return Ok(());
+                }
+                let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 AND active");
+                let Some(row) = sqlx::query(&sql).bind(alert_endpoint).fetch_optional(&mut **tx).await? else {
+                    return Ok(());
+                };
+                let endpoint = Self::endpoint_from(&row)?;
+                let events: Vec<NewEvent> = changes
+                    .iter()
+                    .map(|change| alert_event(change, health.alert_first_delay_ms))
+                    .collect::<anyhow::Result<_>>()?;
+                let targets = [&endpoint];
+                let pairs: Vec<(&NewEvent, &[&Endpoint])> =
+                    events.iter().map(|event| (event, &targets[..])).collect();
+                Self::insert_events(tx, &pairs, None).await
+            }
+
+            /// Folds a batch of attempts into their endpoints' health, and
+            /// returns the endpoints whose state changed.
+            async fn update_health(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                records: &[AttemptRecord],
+                health: &HealthPolicy,
+            ) -> anyhow::Result<Vec<HealthChange>> {
+                #[derive(Default)]
+                struct Summary<'a> {
+                    had_success: bool,
+                    trailing_failures: i64,
+                    first_trailing_failure: Option<i64>,
+                    last_success: Option<i64>,
+                    last_failure: Option<&'a AttemptRecord>,
+                    gone: bool,
+                }
+                let mut order: Vec<&str> = Vec::new();
+                let mut summaries: HashMap<&str, Summary> = HashMap::new();
+                for record in records {
+                    let summary = summaries.entry(record.endpoint_id.as_str()).or_insert_with(|| {
+                        order.push(record.endpoint_id.as_str());
+                        Summary::default()
+                    });
+                    if record.error_class.is_none() {
+                        summary.had_success = true;
+                        summary.trailing_failures = 0;
+                        summary.first_trailing_failure = None;
+                        summary.last_success = Some(record.started_at);
+                    } else {
+                        summary.trailing_failures += 1;
+                        summary.first_trailing_failure.get_or_insert(record.started_at);
+                        summary.last_failure = Some(record);
+                        summary.gone |= record.status_code == Some(410);
+                    }
+                }
+                let mut update = QueryBuilder::<$db>::new(
+                    "UPDATE endpoints SET \
+                     consecutive_failures = CASE WHEN v.column2 = 1 THEN v.column3 \
+                        ELSE consecutive_failures + v.column3 END, \
+                     failing_since = CASE WHEN v.column3 = 0 THEN (CASE WHEN v.column2 = 1 THEN NULL ELSE failing_since END) \
+                        WHEN v.column2 = 1 OR failing_since IS NULL THEN v.column4 ELSE failing_since END, \
+                     last_success_at = COALESCE(v.column5, last_success_at), \
+                     last_failure_at = COALESCE(v.column6, last_failure_at), \
+                     last_failure_class = CASE WHEN v.column6 IS NULL THEN last_failure_class ELSE v.column7 END, \
+                     last_failure_status = CASE WHEN v.column6 IS NULL THEN last_failure_status ELSE v.column8 END, \
+                     last_failure_message = CASE WHEN v.column6 IS NULL THEN last_failure_message ELSE v.column9 END \
+                     FROM (",
+                );
+                update.push_values(&order, |mut values, endpoint_id| {
+                    let summary = &summaries[endpoint_id];
+                    let failure = summary.last_failure;
+                    values
+                        .push_bind(*endpoint_id)
+                        .push_bind(i64::from(summary.had_success))
+                        .push_bind(summary.trailing_failures)
+                        .push_bind(summary.first_trailing_failure)
+                        .push_bind(summary.last_success)
+                        .push_bind(failure.map(|record| record.started_at))
+                        .push_bind(failure.and_then(|record| record.error_class.clone()))
+                        .push_bind(failure.and_then(|record| record.status_code))
+                        .push_bind(failure.and_then(|record| record.error_message.clone()));
+                });
+                update.push(") AS v WHERE endpoints.id = v.column1");
+                update.build().execute(&mut **tx).await?;
+
+                let now = records
+                    .iter()
+                    .map(|record| record.started_at + record.duration_ms)
+                    .max()
+                    .unwrap_or_default();
+                let mut changes = Vec::new();
+                // A receiver that answers 410 Gone asks to be forgotten.
+                let gone: Vec<&str> = order.iter().copied().filter(|id| summaries[id].gone).collect();
+                if !gone.is_empty() {
+                    let mut disable = QueryBuilder::<$db>::new("UPDATE endpoints SET active = FALSE, disabled_at = ");
+                    disable
+                        .push_bind(now)
+                        .push(", disabled_reason = 'the receiver answered 410 Gone' WHERE active AND id IN (");
+                    let mut ids = disable.separated(", ");
+                    for id in &gone {
+                        ids.push_bind(*id);
+                    }
+                    disable.push(format!(") RETURNING {CHANGE_COLUMNS}"));
+                    for row in disable.build().fetch_all(&mut **tx).await? {
+                        changes.push(Self::change_from(&row, HealthChangeKind::Disabled, now)?);
+                    }
+                }
+                // Alert on crossing into `failing` and back to health, once each.
+                let mut flip = QueryBuilder::<$db>::new(
+                    "UPDATE endpoints SET alert_state = CASE WHEN consecutive_failures >= ",
+                );
+                flip.push_bind(health.failing_after)
+                    .push(" THEN 'failing' ELSE 'healthy' END WHERE active AND site_id <> ")
+                    .push_bind(OPERATOR_SITE_ID)
+                    .push(" AND ((alert_state = 'healthy' AND consecutive_failures >= ")
+                    .push_bind(health.failing_after)
+                    .push(") OR (alert_state = 'failing' AND consecutive_failures = 0)) AND id IN (");
+                let mut ids = flip.separated(", ");
+                for id in &order {
+                    ids.push_bind(*id);
+                }
+                flip.push(format!(") RETURNING alert_state, {CHANGE_COLUMNS}"));
+                for row in flip.build().fetch_all(&mut **tx).await? {
+                    let state: String = row.try_get("alert_state")?;
+                    let kind = if state == "failing" {
+                        HealthChangeKind::Failing
+                    } else {
+                        HealthChangeKind::Recovered
+                    };
+                    changes.push(Self::change_from(&row, kind, now)?);
+                }
+                changes.retain(|change| change.site_id != OPERATOR_SITE_ID);
+                Ok(changes)
             }
 
             fn delivery_from(row: &$row) -> anyhow::Result<Delivery> {
@@ -377,6 +563,17 @@ macro_rules! impl_sql_store {
                 events: &[(&NewEvent, &[&Endpoint])],
                 leased: Option<(&str, &str, i64)>,
             ) -> anyhow::Result<()> {
+                Self::insert_events_with(tx, events, leased, true).await
+            }
+
+            /// As `insert_events`; without `write_event_rows` only the
+            /// deliveries are written (the events exist: a resend).
+            async fn insert_events_with(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                events: &[(&NewEvent, &[&Endpoint])],
+                leased: Option<(&str, &str, i64)>,
+                write_event_rows: bool,
+            ) -> anyhow::Result<()> {
                 if Self::IS_POSTGRES {
                     // Sequence numbers are handed out before commit, so two
                     // concurrent transactions could commit in the opposite
@@ -400,7 +597,7 @@ macro_rules! impl_sql_store {
                     }
                 }
                 // Chunks keep each statement under SQLite's bound-parameter limit.
-                for chunk in events.chunks(1000) {
+                for chunk in events.chunks(1000).filter(|_| write_event_rows) {
                     let mut insert = QueryBuilder::<$db>::new(
                         "INSERT INTO events (id, site_id, event_type, media_id, payload, created_at) ",
                     );
@@ -764,8 +961,16 @@ macro_rules! impl_sql_store {
 
             async fn update_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<bool> {
                 let result = sqlx::query(
-                    "UPDATE endpoints SET url = $1, secret = $2, events = $3, active = $4, \
-                     description = $5, strict_ordering = $6, updated_at = $7 \
+                    // Turning an endpoint back on starts its health afresh;
+                    // the right-hand `active` is the value before the update.
+                    "UPDATE endpoints SET url = $1, secret = $2, events = $3, \
+                     description = $5, strict_ordering = $6, updated_at = $7, \
+                     disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
+                     disabled_at = CASE WHEN $4 THEN NULL ELSE disabled_at END, \
+                     consecutive_failures = CASE WHEN $4 AND NOT active THEN 0 ELSE consecutive_failures END, \
+                     failing_since = CASE WHEN $4 AND NOT active THEN NULL ELSE failing_since END, \
+                     alert_state = CASE WHEN $4 AND NOT active THEN 'healthy' ELSE alert_state END, \
+                     active = $4 \
                      WHERE id = $8 AND site_id = $9",
                 )
                 .bind(&endpoint.url)
@@ -827,6 +1032,13 @@ macro_rules! impl_sql_store {
                 job: Option<&ModerationJob>,
             ) -> anyhow::Result<DecideOutcome> {
                 let mut tx = self.write.begin().await?;
+                if job.is_none() {
+                    // A person decided: any analysis still queued is moot.
+                    sqlx::query("DELETE FROM moderation_jobs WHERE media_id = $1")
+                        .bind(media_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Some(job) = job {
                     let removed = sqlx::query(
                         "DELETE FROM moderation_jobs WHERE media_id = $1 AND lease_token = $2",
@@ -975,6 +1187,7 @@ macro_rules! impl_sql_store {
                     url: endpoint.url.clone(),
                     secret: endpoint.secret.clone(),
                     payload: event.payload.clone(),
+                    event_created_at: event.created_at,
                     previous_attempts: 0,
                 })
             }
@@ -1074,7 +1287,7 @@ macro_rules! impl_sql_store {
                 }
                 let rows = sqlx::query(
                     "SELECT d.id, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
-                     e.url, e.secret, ev.payload \
+                     e.url, e.secret, ev.payload, ev.created_at AS event_created_at \
                      FROM deliveries d \
                      JOIN endpoints e ON e.id = d.endpoint_id \
                      JOIN events ev ON ev.id = d.event_id \
@@ -1094,23 +1307,28 @@ macro_rules! impl_sql_store {
                             url: row.try_get("url")?,
                             secret: row.try_get("secret")?,
                             payload: row.try_get("payload")?,
+                            event_created_at: row.try_get("event_created_at")?,
                             previous_attempts: row.try_get("attempts")?,
                         })
                     })
                     .collect()
             }
 
-            async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()> {
+            async fn record_attempts(
+                &self,
+                records: &[AttemptRecord],
+                health: &HealthPolicy,
+            ) -> anyhow::Result<Vec<HealthChange>> {
                 if records.is_empty() {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
                 let mut tx = self.write.begin().await?;
                 // Attempts whose delivery was deleted meanwhile (its endpoint
                 // or site was removed) are dropped, not an error.
                 let mut insert = QueryBuilder::<$db>::new(format!(
-                    "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) \
+                    "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}, endpoint_id) \
                      SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
-                     v.column7, v.column8, v.column9 FROM ("
+                     v.column7, v.column8, v.column9, v.column10 FROM ("
                 ));
                 insert.push_values(records, |mut values, record| {
                     let (_, next_attempt_at) = next_step_columns(record.next);
@@ -1123,7 +1341,8 @@ macro_rules! impl_sql_store {
                         .push_bind(&record.response_body)
                         .push_bind(&record.error_class)
                         .push_bind(&record.error_message)
-                        .push_bind(next_attempt_at);
+                        .push_bind(next_attempt_at)
+                        .push_bind(&record.endpoint_id);
                 });
                 insert.push(
                     ") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)",
@@ -1159,8 +1378,10 @@ macro_rules! impl_sql_store {
                     ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2",
                 );
                 update.build().execute(&mut *tx).await?;
+                let changes = Self::update_health(&mut tx, records, health).await?;
+                Self::write_alerts(&mut tx, &changes, health).await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(changes)
             }
 
             async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()> {
@@ -1252,6 +1473,355 @@ macro_rules! impl_sql_store {
                 let mut deliveries = vec![Self::delivery_from(&row)?];
                 self.attach_attempts(&mut deliveries).await?;
                 Ok(deliveries.pop())
+            }
+
+            async fn disable_failing_endpoints(
+                &self,
+                now_ms: i64,
+                failing_since_before: i64,
+                min_dead: i64,
+                health: &HealthPolicy,
+            ) -> anyhow::Result<Vec<HealthChange>> {
+                let mut tx = self.write.begin().await?;
+                let sql = format!(
+                    "UPDATE endpoints SET active = FALSE, disabled_at = $1, \
+                     disabled_reason = 'every delivery failed for ' || $4 || ' with ' || $3 || ' or more dead deliveries' \
+                     WHERE active AND site_id <> $5 AND failing_since IS NOT NULL AND failing_since <= $2 \
+                     AND (SELECT COUNT(*) FROM deliveries d WHERE d.endpoint_id = endpoints.id \
+                          AND d.status = 'failed' AND d.updated_at >= endpoints.failing_since) >= $3 \
+                     RETURNING {CHANGE_COLUMNS}"
+                );
+                let window = humantime::format_duration(std::time::Duration::from_millis(
+                    (now_ms - failing_since_before).max(0) as u64,
+                ))
+                .to_string();
+                let rows = sqlx::query(&sql)
+                    .bind(now_ms)
+                    .bind(failing_since_before)
+                    .bind(min_dead)
+                    .bind(window)
+                    .bind(OPERATOR_SITE_ID)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let changes = rows
+                    .iter()
+                    .map(|row| Self::change_from(row, HealthChangeKind::Disabled, now_ms))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Self::write_alerts(&mut tx, &changes, health).await?;
+                tx.commit().await?;
+                Ok(changes)
+            }
+
+            async fn configure_alert_endpoint(
+                &self,
+                target: Option<(&str, &str)>,
+                now_ms: i64,
+            ) -> anyhow::Result<()> {
+                let mut tx = self.write.begin().await?;
+                match target {
+                    Some((url, secret)) => {
+                        // The operator's own site: not listed, no usable key.
+                        sqlx::query(
+                            "INSERT INTO sites (id, name, description, key_hash, created_at, updated_at) \
+                             VALUES ($1, 'PixelPatrol operator', 'operator alerts', $2, $3, $3) \
+                             ON CONFLICT (id) DO NOTHING",
+                        )
+                        .bind(OPERATOR_SITE_ID)
+                        .bind(crate::util::sha256_hex(&crate::util::new_webhook_secret()))
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO endpoints (id, site_id, url, secret, events, active, description, \
+                             strict_ordering, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, TRUE, 'operator alerts', FALSE, $6, $6) \
+                             ON CONFLICT (id) DO UPDATE SET url = $3, secret = $4, events = $5, active = TRUE, \
+                             disabled_reason = NULL, disabled_at = NULL, updated_at = $6",
+                        )
+                        .bind(ALERT_ENDPOINT_ID)
+                        .bind(OPERATOR_SITE_ID)
+                        .bind(url)
+                        .bind(secret)
+                        .bind("endpoint.failing,endpoint.recovered,endpoint.disabled")
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => {
+                        sqlx::query("UPDATE endpoints SET active = FALSE WHERE id = $1")
+                            .bind(ALERT_ENDPOINT_ID)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn endpoint_health(&self, endpoint_id: &str, now_ms: i64) -> anyhow::Result<HealthFigures> {
+                let mut figures = HealthFigures::default();
+                for (window, since) in [
+                    (&mut figures.last_hour, now_ms - 3_600_000),
+                    (&mut figures.last_day, now_ms - 86_400_000),
+                ] {
+                    let row = sqlx::query(
+                        "SELECT COUNT(*) AS attempts, COUNT(*) FILTER (WHERE error_class IS NULL) AS successes, \
+                         CAST(AVG(duration_ms) AS DOUBLE PRECISION) AS average \
+                         FROM delivery_attempts WHERE endpoint_id = $1 AND started_at >= $2",
+                    )
+                    .bind(endpoint_id)
+                    .bind(since)
+                    .fetch_one(&self.read)
+                    .await?;
+                    let attempts: i64 = row.try_get("attempts")?;
+                    let successes: i64 = row.try_get("successes")?;
+                    let average: Option<f64> = row.try_get("average")?;
+                    let p95 = if attempts > 0 {
+                        // The nearest-rank 95th percentile.
+                        let rank = ((attempts as f64) * 0.95).ceil() as i64;
+                        sqlx::query_scalar::<_, i64>(
+                            "SELECT duration_ms FROM delivery_attempts WHERE endpoint_id = $1 AND started_at >= $2 \
+                             ORDER BY duration_ms LIMIT 1 OFFSET $3",
+                        )
+                        .bind(endpoint_id)
+                        .bind(since)
+                        .bind((rank - 1).max(0))
+                        .fetch_optional(&self.read)
+                        .await?
+                    } else {
+                        None
+                    };
+                    *window = WindowFigures {
+                        attempts,
+                        successes,
+                        success_rate: (attempts > 0).then(|| successes as f64 / attempts as f64),
+                        avg_response_ms: average.map(|ms| (ms * 10.0).round() / 10.0),
+                        p95_response_ms: p95,
+                    };
+                }
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS pending, COUNT(*) FILTER (WHERE lease_until >= $2) AS in_flight, \
+                     MIN(created_at) AS oldest FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'",
+                )
+                .bind(endpoint_id)
+                .bind(now_ms)
+                .fetch_one(&self.read)
+                .await?;
+                figures.pending = row.try_get("pending")?;
+                figures.in_flight = row.try_get("in_flight")?;
+                figures.oldest_pending_at = row.try_get("oldest")?;
+                Ok(figures)
+            }
+
+            async fn recover_deliveries(
+                &self,
+                endpoint_id: &str,
+                since_ms: i64,
+                until_ms: Option<i64>,
+                now_ms: i64,
+            ) -> anyhow::Result<RecoverOutcome> {
+                let mut tx = self.write.begin().await?;
+                // Dead deliveries keep their place (seq), so lanes replay in
+                // their original order. A lane with an attempt in flight is
+                // left for later: re-queuing under it could overlap it.
+                let in_window = "d.endpoint_id = $1 AND d.status = 'failed' AND d.created_at >= $2 \
+                                 AND ($3 IS NULL OR d.created_at < $3)";
+                let busy_lane = "EXISTS (SELECT 1 FROM deliveries p JOIN endpoints e ON e.id = p.endpoint_id \
+                                 WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending' AND p.lease_until >= $4 \
+                                 AND (e.strict_ordering OR p.ordering_key = d.ordering_key))";
+                let skipped: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM deliveries d WHERE {in_window} AND {busy_lane}"
+                ))
+                .bind(endpoint_id)
+                .bind(since_ms)
+                .bind(until_ms)
+                .bind(now_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+                let requeued = sqlx::query(&format!(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $4, lease_until = NULL, \
+                     lease_token = NULL, updated_at = $4 WHERE seq IN (SELECT d.seq FROM deliveries d \
+                     WHERE {in_window} AND NOT {busy_lane})"
+                ))
+                .bind(endpoint_id)
+                .bind(since_ms)
+                .bind(until_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(RecoverOutcome {
+                    requeued,
+                    skipped_in_flight: skipped as u64,
+                })
+            }
+
+            async fn resend_event(
+                &self,
+                site_id: &str,
+                event_id: &str,
+                endpoint_id: Option<&str>,
+                now_ms: i64,
+            ) -> anyhow::Result<ResendOutcome> {
+                let mut tx = self.write.begin().await?;
+                let row = sqlx::query(
+                    "SELECT id, site_id, event_type, media_id, payload FROM events WHERE id = $1 AND site_id = $2",
+                )
+                .bind(event_id)
+                .bind(site_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(ResendOutcome::EventNotFound);
+                };
+                let event_type: String = row.try_get("event_type")?;
+                let event = NewEvent {
+                    id: row.try_get("id")?,
+                    site_id: row.try_get("site_id")?,
+                    event_type: event_type.parse()?,
+                    media_id: row.try_get("media_id")?,
+                    payload: row.try_get("payload")?,
+                    created_at: now_ms,
+                    deliver_at: now_ms,
+                };
+                let endpoints = match endpoint_id {
+                    Some(endpoint_id) => {
+                        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 AND site_id = $2");
+                        match sqlx::query(&sql).bind(endpoint_id).bind(site_id).fetch_optional(&mut *tx).await? {
+                            Some(row) => vec![Self::endpoint_from(&row)?],
+                            None => return Ok(ResendOutcome::EndpointNotFound),
+                        }
+                    }
+                    None => Self::subscribed_endpoints(&mut tx, site_id, event.event_type).await?,
+                };
+                let targets: Vec<&Endpoint> = endpoints.iter().collect();
+                Self::insert_events_with(&mut tx, &[(&event, &targets)], None, false).await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM deliveries WHERE event_id = $1 AND created_at = $2 AND status = 'pending' ORDER BY seq",
+                )
+                .bind(&event.id)
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ResendOutcome::Queued(ids))
+            }
+
+            async fn list_events(&self, site_id: &str, filter: &EventFilter) -> anyhow::Result<Vec<EventSummary>> {
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT id, event_type, media_id, created_at FROM events WHERE site_id = ",
+                );
+                query.push_bind(site_id);
+                if let Some(event) = filter.event {
+                    query.push(" AND event_type = ").push_bind(event.as_str());
+                }
+                if let Some(since) = filter.since_ms {
+                    query.push(" AND created_at >= ").push_bind(since);
+                }
+                if let Some(before) = &filter.before_id {
+                    query.push(" AND id < ").push_bind(before);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+                let rows = query.build().fetch_all(&self.read).await?;
+                let mut events = rows
+                    .iter()
+                    .map(|row| {
+                        Ok(EventSummary {
+                            id: row.try_get("id")?,
+                            event: row.try_get("event_type")?,
+                            media_id: row.try_get("media_id")?,
+                            created_at: row.try_get("created_at")?,
+                            deliveries: Vec::new(),
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if events.is_empty() {
+                    return Ok(events);
+                }
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT id, event_id, endpoint_id, status, attempts, last_status_code FROM deliveries WHERE event_id IN (",
+                );
+                let mut ids = query.separated(", ");
+                for event in &events {
+                    ids.push_bind(event.id.clone());
+                }
+                query.push(") ORDER BY seq");
+                let mut by_event: HashMap<String, Vec<EventDelivery>> = HashMap::new();
+                for row in query.build().fetch_all(&self.read).await? {
+                    by_event.entry(row.try_get("event_id")?).or_default().push(EventDelivery {
+                        delivery_id: row.try_get("id")?,
+                        webhook_id: row.try_get("endpoint_id")?,
+                        status: row.try_get("status")?,
+                        attempts: row.try_get("attempts")?,
+                        last_status_code: row.try_get("last_status_code")?,
+                    });
+                }
+                for event in &mut events {
+                    event.deliveries = by_event.remove(&event.id).unwrap_or_default();
+                }
+                Ok(events)
+            }
+
+            async fn purge_step(&self, cutoff_ms: i64, batch: i64) -> anyhow::Result<Purged> {
+                // Small statements, each its own transaction: nothing here
+                // holds locks long enough to stall delivery.
+                let attempts = sqlx::query(
+                    "DELETE FROM delivery_attempts WHERE seq IN (SELECT seq FROM delivery_attempts \
+                     WHERE started_at < $1 ORDER BY started_at LIMIT $2)",
+                )
+                .bind(cutoff_ms)
+                .bind(batch)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                // An event goes with its deliveries (and their attempts) once
+                // none of them is pending.
+                let events = sqlx::query(
+                    "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+                     ORDER BY e.created_at LIMIT $2)",
+                )
+                .bind(cutoff_ms)
+                .bind(batch)
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+                Ok(Purged { attempts, events })
+            }
+
+            async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM deliveries WHERE status = 'pending'",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                Ok((row.try_get("pending")?, row.try_get("oldest")?))
+            }
+
+            async fn migration_status(&self) -> anyhow::Result<(i64, i64)> {
+                let known = if Self::IS_POSTGRES {
+                    sqlx::migrate!("./migrations/postgres").migrations.len()
+                } else {
+                    sqlx::migrate!("./migrations/sqlite").migrations.len()
+                } as i64;
+                let applied: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM _sqlx_migrations WHERE success",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                Ok((applied, known))
+            }
+
+            fn pool_stats(&self) -> (u32, u32) {
+                if Self::IS_POSTGRES {
+                    (self.write.size(), self.write.num_idle() as u32)
+                } else {
+                    (
+                        self.write.size() + self.read.size(),
+                        (self.write.num_idle() + self.read.num_idle()) as u32,
+                    )
+                }
             }
 
             async fn retry_delivery(

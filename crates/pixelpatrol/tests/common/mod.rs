@@ -117,6 +117,25 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs SQL statements directly on the test database (to backdate rows
+    /// or break things on purpose).
+    pub async fn execute(&self, sql: &str) {
+        if self.url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+        }
+    }
+
+    /// The database's name (PostgreSQL).
+    pub fn name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or_default()
+    }
+}
+
 async fn drop_stale_databases(admin_url: &str, now: u64) {
     let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await else {
         return;

@@ -1,0 +1,25 @@
+-- Operations: endpoint health and auto-disable, attempts by endpoint and
+-- time (health figures, retention), events by site (the events list).
+
+ALTER TABLE endpoints ADD COLUMN disabled_reason TEXT;
+ALTER TABLE endpoints ADD COLUMN disabled_at INTEGER;
+-- Failed attempts since the last success, and when that run began.
+ALTER TABLE endpoints ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;
+ALTER TABLE endpoints ADD COLUMN last_success_at INTEGER;
+ALTER TABLE endpoints ADD COLUMN last_failure_at INTEGER;
+ALTER TABLE endpoints ADD COLUMN last_failure_class TEXT;
+ALTER TABLE endpoints ADD COLUMN last_failure_status INTEGER;
+ALTER TABLE endpoints ADD COLUMN last_failure_message TEXT;
+-- The state operators were last alerted about: healthy | failing.
+ALTER TABLE endpoints ADD COLUMN alert_state TEXT NOT NULL DEFAULT 'healthy';
+
+ALTER TABLE delivery_attempts ADD COLUMN endpoint_id TEXT;
+UPDATE delivery_attempts SET endpoint_id =
+    (SELECT d.endpoint_id FROM deliveries d WHERE d.id = delivery_attempts.delivery_id);
+CREATE INDEX delivery_attempts_endpoint_time ON delivery_attempts (endpoint_id, started_at);
+CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
+
+CREATE INDEX events_site ON events (site_id, id);
+CREATE INDEX events_created ON events (created_at);
+CREATE INDEX deliveries_dead ON deliveries (endpoint_id, created_at) WHERE status = 'failed';

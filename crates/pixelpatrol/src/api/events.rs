@@ -1,0 +1,134 @@
+//! A site's events with their per-endpoint delivery status, and resending an
+//! event.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::sites::load_site;
+use super::{Page, parse_json};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{AppError, Result};
+use crate::store::{EventFilter, EventSummary, ResendOutcome};
+use crate::util::{now_ms, parse_rfc3339};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sites/{site_id}/events", get(list_events))
+        .route("/v1/sites/{site_id}/events/{event_id}/resend", post(resend))
+}
+
+async fn list_events(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(site_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Page<EventSummary>>> {
+    let site = load_site(&state, &caller, &site_id).await?;
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let mut filter = EventFilter {
+        limit: DEFAULT_PAGE,
+        ..EventFilter::default()
+    };
+    for (name, value) in &params {
+        match name.as_str() {
+            "event" => {
+                filter.event = Some(value.parse().map_err(
+                    |error: pixelpatrol_webhooks::UnknownEventType| {
+                        AppError::invalid("event", error.to_string())
+                    },
+                )?);
+            }
+            "since" => {
+                filter.since_ms = Some(parse_rfc3339(value).ok_or_else(|| {
+                    AppError::invalid(
+                        "since",
+                        "since must be an RFC 3339 time, e.g. 2024-01-20T10:30:00Z",
+                    )
+                })?);
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                    .ok_or_else(|| {
+                        AppError::invalid("limit", format!("limit must be 1 to {MAX_PAGE}"))
+                    })?;
+            }
+            "cursor" => {
+                if !value.starts_with("evt_") {
+                    return Err(AppError::invalid(
+                        "cursor",
+                        "cursor must be a next_cursor value from a previous page",
+                    ));
+                }
+                filter.before_id = Some(value.clone());
+            }
+            other => {
+                return Err(AppError::invalid(
+                    other,
+                    format!("unknown query parameter {other:?}; use event, since, limit or cursor"),
+                ));
+            }
+        }
+    }
+    let data = state.store.list_events(&site.id, &filter).await?;
+    let next_cursor = (data.len() as i64 == filter.limit)
+        .then(|| data.last().map(|event| event.id.clone()))
+        .flatten();
+    Ok(Json(Page { data, next_cursor }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Resend {
+    /// Only to this endpoint (subscribed or not); otherwise to every active
+    /// endpoint of the site subscribed to the event.
+    webhook_id: Option<String>,
+}
+
+/// Sends an event again: new deliveries with the same event id and body, so
+/// receivers deduplicate as for any retry.
+async fn resend(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((site_id, event_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>)> {
+    let site = load_site(&state, &caller, &site_id).await?;
+    // The body is optional: none resends to every subscribed endpoint.
+    let input: Resend = if body.iter().all(u8::is_ascii_whitespace) {
+        Resend::default()
+    } else {
+        parse_json(&body)?
+    };
+    match state
+        .store
+        .resend_event(&site.id, &event_id, input.webhook_id.as_deref(), now_ms())
+        .await?
+    {
+        ResendOutcome::Queued(deliveries) => {
+            state.deliverer.wake();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"event_id": event_id, "deliveries": deliveries})),
+            ))
+        }
+        ResendOutcome::EventNotFound => Err(AppError::NotFound("event")),
+        ResendOutcome::EndpointNotFound => Err(AppError::NotFound("webhook")),
+    }
+}
