@@ -28,6 +28,11 @@ impl Caller {
     /// Admins see every site; a site sees only itself. Anything else is a 404
     /// so that other sites' ids are not even confirmed to exist.
     pub fn ensure_site(&self, site_id: &str) -> Result<()> {
+        // The operator's own site (alerts) is configured by the server, not
+        // through the API, by anyone.
+        if site_id == crate::alerts::OPERATOR_SITE_ID {
+            return Err(AppError::NotFound("site"));
+        }
         match self {
             Caller::Admin => Ok(()),
             Caller::Site(site) if site.id == site_id => Ok(()),

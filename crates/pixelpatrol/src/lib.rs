@@ -58,7 +58,10 @@ pub async fn run(
         tracing::warn!("--dev: plain http and private-network webhook targets are allowed");
     }
 
-    configure_alerts(&store, &config).await?;
+    if config.runs_worker() {
+        // Workers own the alert endpoint; an API-only process leaves it be.
+        configure_alerts(&store, &config).await?;
+    }
     let deliverer = Deliverer::new(store.clone(), &config)?;
     let worker = config.runs_worker().then(|| {
         let worker = Worker::new(deliverer.clone(), &config);
@@ -83,6 +86,7 @@ pub async fn run(
         role = ?state.config.role,
         "pixelpatrol listening"
     );
+    tokio::spawn(api::ops::metrics_upkeep(shutdown.clone()));
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

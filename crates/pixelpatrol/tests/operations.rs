@@ -163,9 +163,17 @@ async fn alerts_are_signed_and_follow_failing_then_recovered(backend: Backend) {
     assert_eq!(received[0].json["data"]["consecutive_failures"], 3);
     assert_eq!(received[0].json["data"]["last_failure"]["status_code"], 503);
     assert_eq!(received[1].json["data"]["state"], "healthy");
-    // The operator's site stays out of the sites list.
+    // The operator's site stays out of the API, even for the admin.
     let (_, sites) = app.get("/v1/sites", ADMIN_TOKEN).await;
     assert_eq!(sites["data"].as_array().unwrap().len(), 1, "{sites}");
+    for path in [
+        "/v1/sites/site_operator",
+        "/v1/sites/site_operator/webhooks",
+        "/v1/sites/site_operator/webhooks/wh_operator_alerts/secret",
+    ] {
+        let (status, _) = app.get(path, ADMIN_TOKEN).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
     // Once each: no more alerts follow.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(alerts.count(), 2);
@@ -177,6 +185,8 @@ async fn a_410_disables_the_endpoint_and_reenabling_resumes_in_order(backend: Ba
     let app = spawn_app_with(backend, move |config| {
         config.alert_webhook_url = Some(alert_url);
         config.alert_webhook_secret = Some(ALERT_SECRET.into());
+        // The 410'd delivery would wait an hour: re-enabling must not.
+        config.retry_schedule = "0ms,1h".parse().unwrap();
     })
     .await;
     let gone = Arc::new(AtomicBool::new(true));
@@ -429,7 +439,6 @@ async fn retention_purges_only_old_finished_data(backend: Backend) {
     app.wait_for_log(&site, &webhook, "status=succeeded", |data| data.len() == 2)
         .await;
     let stuck_hook = subscribe_created(&app, &site, &failing.url, false).await;
-    let _ = webhook;
     let pending = app.submit_text(&site, "old but pending").await;
     failing.wait_for_count(1).await;
     receiver.wait_for_count(3).await;
@@ -443,6 +452,8 @@ async fn retention_purges_only_old_finished_data(backend: Backend) {
     app.db
         .execute(&format!(
             "UPDATE events SET created_at = {long_ago} WHERE media_id IN ('{old}', '{pending}'); \
+             UPDATE deliveries SET created_at = {long_ago}, updated_at = {long_ago} \
+               WHERE event_id IN (SELECT id FROM events WHERE media_id IN ('{old}', '{pending}')); \
              UPDATE delivery_attempts SET started_at = {long_ago} WHERE delivery_id IN \
                (SELECT id FROM deliveries WHERE event_id IN (SELECT id FROM events WHERE media_id = '{old}'));"
         ))
@@ -471,6 +482,23 @@ async fn retention_purges_only_old_finished_data(backend: Backend) {
     assert!(
         left.contains(&pending.as_str()),
         "pending deliveries are never purged: {left:?}"
+    );
+    // The old delivery went with its event; the recent one keeps its attempts.
+    let log = app.deliveries(&site, &webhook, "").await;
+    let kept: Vec<&Value> = log["data"].as_array().unwrap().iter().collect();
+    assert!(
+        kept.iter()
+            .all(|delivery| delivery["media_id"] != old.as_str()),
+        "{log}"
+    );
+    let recent_delivery = kept
+        .iter()
+        .find(|delivery| delivery["media_id"] == recent.as_str())
+        .unwrap();
+    assert_eq!(
+        recent_delivery["attempts"].as_array().unwrap().len(),
+        1,
+        "{recent_delivery}"
     );
     // The media items themselves are not delivery data: they stay.
     let (status, _) = app.get(&format!("/v1/media/{old}"), &site.key).await;
@@ -514,11 +542,12 @@ async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
 async fn metrics_parse_and_move_as_deliveries_happen(backend: Backend) {
     let app = spawn_app_with(backend, |config| {
         config.maintenance_interval = Duration::from_millis(100);
+        config.metrics_per_endpoint = true;
     })
     .await;
     let receiver = Receiver::start().await;
     let site = app.create_site().await;
-    subscribe_created(&app, &site, &receiver.url, false).await;
+    let webhook = subscribe_created(&app, &site, &receiver.url, false).await;
     let before = scrape(&app).await;
     for item in 0..3 {
         app.submit_text(&site, &format!("item {item}")).await;
@@ -532,7 +561,23 @@ async fn metrics_parse_and_move_as_deliveries_happen(backend: Backend) {
             >= total(&before, "pixelpatrol_delivery_attempts_total") + 3.0
     })
     .await;
+    // This endpoint's own series (enabled per endpoint): exactly its three.
     let after = scrape(&app).await;
+    let mine: f64 = after
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == "pixelpatrol_delivery_attempts_total")
+        .filter(|sample| {
+            sample.labels.get("webhook_id").map(|id| id as &str) == Some(webhook.id.as_str())
+        })
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(value) | prometheus_parse::Value::Untyped(value) => {
+                value
+            }
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(mine, 3.0);
     assert!(
         total(&after, "pixelpatrol_http_requests_total")
             >= total(&before, "pixelpatrol_http_requests_total") + 3.0

@@ -5,7 +5,7 @@ mod deliveries;
 mod events;
 mod health;
 mod media;
-mod ops;
+pub mod ops;
 mod rule_groups;
 mod sites;
 pub mod validate;

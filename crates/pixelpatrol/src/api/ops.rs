@@ -18,6 +18,9 @@ use serde_json::json;
 use crate::AppState;
 use crate::util::now_ms;
 
+/// A readiness probe answers quickly, whatever the database does.
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -45,6 +48,18 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Histograms keep raw samples until upkeep folds them into buckets; without
+/// it an unscraped process would grow without bound.
+pub async fn metrics_upkeep(shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => prometheus().run_upkeep(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let (open, idle) = state.store.pool_stats();
     metrics::gauge!("pixelpatrol_db_pool_connections", "state" => "open").set(f64::from(open));
@@ -63,7 +78,11 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
-    let method = request.method().to_string();
+    let method = match request.method().as_str() {
+        method @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => method,
+        _ => "other",
+    }
+    .to_string();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -77,7 +96,10 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut problems = Vec::new();
-    match state.store.migration_status().await {
+    let status = tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.migration_status())
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {READY_CHECK_TIMEOUT:?}")));
+    match status {
         Ok((applied, known)) => {
             checks.insert("database".into(), json!("ok"));
             if applied == known {

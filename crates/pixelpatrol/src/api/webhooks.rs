@@ -222,7 +222,11 @@ async fn update_endpoint(
         endpoint.strict_ordering = strict;
     }
     endpoint.updated_at = now_ms();
-    if !state.store.update_endpoint(&endpoint).await? {
+    if !state
+        .store
+        .update_endpoint(&endpoint, input.active.is_some(), now_ms())
+        .await?
+    {
         return Err(AppError::NotFound("webhook"));
     }
     // Re-activation may have made pending deliveries due.

@@ -464,7 +464,16 @@ pub trait Store: Send + Sync + 'static {
     async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()>;
     async fn list_endpoints(&self, site_id: &str) -> anyhow::Result<Vec<Endpoint>>;
     async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>>;
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<bool>;
+    /// Updates the endpoint; `active` is written only with `set_active` (so
+    /// an unrelated edit cannot undo a concurrent disable). Turning it back
+    /// on clears the disable, starts its health afresh and makes its
+    /// pending deliveries due now.
+    async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        set_active: bool,
+        now_ms: i64,
+    ) -> anyhow::Result<bool>;
     async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
 
     async fn list_rule_groups(&self, site_id: &str) -> anyhow::Result<Vec<RuleGroup>>;

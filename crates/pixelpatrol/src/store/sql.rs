@@ -429,13 +429,25 @@ macro_rules! impl_sql_store {
                         summary.gone |= record.status_code == Some(410);
                     }
                 }
+                if Self::IS_POSTGRES {
+                    // Several workers update the same endpoints: taking the
+                    // row locks in one order keeps them from deadlocking.
+                    let mut lock = QueryBuilder::<$db>::new("SELECT id FROM endpoints WHERE id IN (");
+                    let mut ids = lock.separated(", ");
+                    for id in &order {
+                        ids.push_bind(*id);
+                    }
+                    lock.push(") ORDER BY id FOR UPDATE");
+                    lock.build().fetch_all(&mut **tx).await?;
+                }
                 let mut update = QueryBuilder::<$db>::new(
                     "UPDATE endpoints SET \
                      consecutive_failures = CASE WHEN v.column2 = 1 THEN v.column3 \
                         ELSE consecutive_failures + v.column3 END, \
                      failing_since = CASE WHEN v.column3 = 0 THEN (CASE WHEN v.column2 = 1 THEN NULL ELSE failing_since END) \
                         WHEN v.column2 = 1 OR failing_since IS NULL THEN v.column4 ELSE failing_since END, \
-                     last_success_at = COALESCE(v.column5, last_success_at), \
+                     last_success_at = CASE WHEN last_success_at IS NULL OR v.column5 > last_success_at \
+                        THEN COALESCE(v.column5, last_success_at) ELSE last_success_at END, \
                      last_failure_at = COALESCE(v.column6, last_failure_at), \
                      last_failure_class = CASE WHEN v.column6 IS NULL THEN last_failure_class ELSE v.column7 END, \
                      last_failure_status = CASE WHEN v.column6 IS NULL THEN last_failure_status ELSE v.column8 END, \
@@ -504,6 +516,15 @@ macro_rules! impl_sql_store {
                         HealthChangeKind::Recovered
                     };
                     changes.push(Self::change_from(&row, kind, now)?);
+                }
+                // The alert endpoint is never alerted about (that could loop),
+                // but losing it must not go unnoticed.
+                for change in changes.iter().filter(|change| change.site_id == OPERATOR_SITE_ID) {
+                    tracing::error!(
+                        url = %change.url,
+                        reason = change.reason.as_deref(),
+                        "the operator alert webhook was disabled: alerts are no longer delivered"
+                    );
                 }
                 changes.retain(|change| change.site_id != OPERATOR_SITE_ID);
                 Ok(changes)
@@ -959,18 +980,33 @@ macro_rules! impl_sql_store {
                 row.as_ref().map(Self::endpoint_from).transpose()
             }
 
-            async fn update_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<bool> {
+            async fn update_endpoint(
+                &self,
+                endpoint: &Endpoint,
+                set_active: bool,
+                now_ms: i64,
+            ) -> anyhow::Result<bool> {
+                let mut tx = self.write.begin().await?;
+                let reactivated = set_active && endpoint.active && {
+                    let was: Option<bool> = sqlx::query_scalar(
+                        "SELECT active FROM endpoints WHERE id = $1 AND site_id = $2",
+                    )
+                    .bind(&endpoint.id)
+                    .bind(&endpoint.site_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    was == Some(false)
+                };
+                // The right-hand `active` is the value before the update.
                 let result = sqlx::query(
-                    // Turning an endpoint back on starts its health afresh;
-                    // the right-hand `active` is the value before the update.
                     "UPDATE endpoints SET url = $1, secret = $2, events = $3, \
                      description = $5, strict_ordering = $6, updated_at = $7, \
-                     disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
-                     disabled_at = CASE WHEN $4 THEN NULL ELSE disabled_at END, \
-                     consecutive_failures = CASE WHEN $4 AND NOT active THEN 0 ELSE consecutive_failures END, \
-                     failing_since = CASE WHEN $4 AND NOT active THEN NULL ELSE failing_since END, \
-                     alert_state = CASE WHEN $4 AND NOT active THEN 'healthy' ELSE alert_state END, \
-                     active = $4 \
+                     disabled_reason = CASE WHEN $10 AND $4 THEN NULL ELSE disabled_reason END, \
+                     disabled_at = CASE WHEN $10 AND $4 THEN NULL ELSE disabled_at END, \
+                     consecutive_failures = CASE WHEN $10 AND $4 AND NOT active THEN 0 ELSE consecutive_failures END, \
+                     failing_since = CASE WHEN $10 AND $4 AND NOT active THEN NULL ELSE failing_since END, \
+                     alert_state = CASE WHEN $10 AND $4 AND NOT active THEN 'healthy' ELSE alert_state END, \
+                     active = CASE WHEN $10 THEN $4 ELSE active END \
                      WHERE id = $8 AND site_id = $9",
                 )
                 .bind(&endpoint.url)
@@ -982,8 +1018,21 @@ macro_rules! impl_sql_store {
                 .bind(endpoint.updated_at)
                 .bind(&endpoint.id)
                 .bind(&endpoint.site_id)
-                .execute(&self.write)
+                .bind(set_active)
+                .execute(&mut *tx)
                 .await?;
+                if reactivated {
+                    // What waited for the endpoint goes now, in its order.
+                    sqlx::query(
+                        "UPDATE deliveries SET next_attempt_at = $2 \
+                         WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > $2",
+                    )
+                    .bind(&endpoint.id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
                 Ok(result.rows_affected() == 1)
             }
 
@@ -1552,6 +1601,12 @@ macro_rules! impl_sql_store {
                             .bind(ALERT_ENDPOINT_ID)
                             .execute(&mut *tx)
                             .await?;
+                        // Alerts were turned off: undelivered ones would
+                        // wait forever.
+                        sqlx::query("DELETE FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'")
+                            .bind(ALERT_ENDPOINT_ID)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 tx.commit().await?;
@@ -1629,6 +1684,14 @@ macro_rules! impl_sql_store {
                 let busy_lane = "EXISTS (SELECT 1 FROM deliveries p JOIN endpoints e ON e.id = p.endpoint_id \
                                  WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending' AND p.lease_until >= $4 \
                                  AND (e.strict_ordering OR p.ordering_key = d.ordering_key))";
+                if Self::IS_POSTGRES {
+                    // A claim still in progress holds these rows; waiting for
+                    // it makes its leases visible to the check below.
+                    sqlx::query("SELECT seq FROM deliveries WHERE endpoint_id = $1 AND status = 'pending' FOR UPDATE")
+                        .bind(endpoint_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                }
                 let skipped: i64 = sqlx::query_scalar(&format!(
                     "SELECT COUNT(*) FROM deliveries d WHERE {in_window} AND {busy_lane}"
                 ))
@@ -1767,8 +1830,10 @@ macro_rules! impl_sql_store {
                 // Small statements, each its own transaction: nothing here
                 // holds locks long enough to stall delivery.
                 let attempts = sqlx::query(
-                    "DELETE FROM delivery_attempts WHERE seq IN (SELECT seq FROM delivery_attempts \
-                     WHERE started_at < $1 ORDER BY started_at LIMIT $2)",
+                    "DELETE FROM delivery_attempts WHERE seq IN (SELECT a.seq FROM delivery_attempts a \
+                     WHERE a.started_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                        WHERE d.id = a.delivery_id AND d.status = 'pending') \
+                     ORDER BY a.started_at LIMIT $2)",
                 )
                 .bind(cutoff_ms)
                 .bind(batch)
@@ -1779,7 +1844,8 @@ macro_rules! impl_sql_store {
                 // none of them is pending.
                 let events = sqlx::query(
                     "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
-                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id \
+                        AND (d.status = 'pending' OR d.updated_at >= $1)) \
                      ORDER BY e.created_at LIMIT $2)",
                 )
                 .bind(cutoff_ms)
@@ -1792,7 +1858,8 @@ macro_rules! impl_sql_store {
 
             async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
                 let row = sqlx::query(
-                    "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM deliveries WHERE status = 'pending'",
+                    "SELECT COUNT(*) AS pending, MIN(d.created_at) AS oldest FROM deliveries d \
+                     JOIN endpoints e ON e.id = d.endpoint_id WHERE d.status = 'pending' AND e.active",
                 )
                 .fetch_one(&self.read)
                 .await?;
