@@ -761,7 +761,12 @@ async fn remoderation_decides_again_and_manual_review_wins(backend: Backend) {
     let reviewed = submit(&app, &site, json!({"body": "hello again"})).await;
     slow.wait_for_count(1).await;
     app.review(&site, &reviewed, "approved").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The analysis did finish (its answer was sent) and was outvoted.
+    slow.wait_until("the analyzer to answer", |requests| {
+        requests[0].answered.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, media) = app.get(&format!("/v1/media/{reviewed}"), &site.key).await;
     assert_eq!(media["status"], "approved");
     assert_eq!(media["decided_by"], "manual");

@@ -13,6 +13,8 @@ ALTER TABLE endpoints ADD COLUMN last_failure_status BIGINT;
 ALTER TABLE endpoints ADD COLUMN last_failure_message TEXT;
 -- The state operators were last alerted about: healthy | failing.
 ALTER TABLE endpoints ADD COLUMN alert_state TEXT NOT NULL DEFAULT 'healthy';
+-- The token of the attempt batch that last flipped alert_state.
+ALTER TABLE endpoints ADD COLUMN alert_flip BIGINT;
 
 -- Attempts made before this migration have no endpoint and stay out of the
 -- health figures (which look back 24 hours): no backfill locks the table.
@@ -26,4 +28,3 @@ CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
 CREATE INDEX events_site ON events (site_id, id);
 CREATE INDEX events_created ON events (created_at);
 CREATE INDEX deliveries_dead ON deliveries (endpoint_id, created_at) WHERE status = 'failed';
-CREATE INDEX deliveries_pending_age ON deliveries (created_at) WHERE status = 'pending';

@@ -37,6 +37,8 @@ use sender::{AttemptOutcome, Sender};
 
 /// Records written in one transaction at most.
 const RECORD_BATCH: usize = 512;
+/// Attempt records waiting for the writer at most.
+const RECORD_BACKLOG: usize = RECORD_BATCH * 4;
 /// An endpoint failing this long is disabled only with at least this many
 /// dead deliveries.
 const DISABLE_MIN_DEAD: i64 = 5;
@@ -256,7 +258,10 @@ impl Worker {
     /// attempts finish within the grace period, gives back the leases of
     /// those that did not, and writes every outcome it has.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        // Bounded: when the database records attempts slower than they are
+        // made, sending waits (holding its slot) instead of piling records
+        // up in memory.
+        let (records_tx, records_rx) = mpsc::channel(RECORD_BACKLOG);
         let writer = tokio::spawn(write_records(self.deliverer.clone(), records_rx));
         let maintenance = tokio::spawn(maintain(self.deliverer.clone(), shutdown.clone()));
         let mut tasks = JoinSet::new();
@@ -337,7 +342,7 @@ impl Worker {
     async fn try_claim_and_send(
         &self,
         tasks: &mut JoinSet<()>,
-        records: &mpsc::UnboundedSender<AttemptRecord>,
+        records: &mpsc::Sender<AttemptRecord>,
     ) -> anyhow::Result<Option<usize>> {
         let (free, saturated, endpoint_room) = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
@@ -396,7 +401,7 @@ impl Worker {
                 // The writer outlives every task; a send error only happens
                 // if it died, and then the lease expires and the delivery is
                 // sent again.
-                let _ = records.send(record);
+                let _ = records.send(record).await;
                 {
                     let mut in_flight = in_flight.lock().expect("in-flight lock");
                     in_flight.total -= 1;
@@ -484,10 +489,7 @@ async fn maintenance_tick(deliverer: &Deliverer) -> anyhow::Result<()> {
 /// While the database is away, records are kept and retried. A record the
 /// working database refuses (poison) is dropped after a few tries: its lease
 /// expires and the delivery is sent again, a duplicate at worst, never a loss.
-async fn write_records(
-    deliverer: Arc<Deliverer>,
-    mut records: mpsc::UnboundedReceiver<AttemptRecord>,
-) {
+async fn write_records(deliverer: Arc<Deliverer>, mut records: mpsc::Receiver<AttemptRecord>) {
     let store = &deliverer.store;
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {

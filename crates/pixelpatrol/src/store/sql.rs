@@ -429,7 +429,7 @@ macro_rules! impl_sql_store {
                         summary.gone |= record.status_code == Some(410);
                     }
                 }
-                if Self::IS_POSTGRES {
+                if Self::IS_POSTGRES && order.len() > 1 {
                     // Several workers update the same endpoints: taking the
                     // row locks in one order keeps them from deadlocking.
                     let mut lock = QueryBuilder::<$db>::new("SELECT id FROM endpoints WHERE id IN (");
@@ -440,10 +440,27 @@ macro_rules! impl_sql_store {
                     lock.push(") ORDER BY id FOR UPDATE");
                     lock.build().fetch_all(&mut **tx).await?;
                 }
-                let mut update = QueryBuilder::<$db>::new(
+                let now = records
+                    .iter()
+                    .map(|record| record.started_at + record.duration_ms)
+                    .max()
+                    .unwrap_or_default();
+                // One statement folds the batch into each endpoint's state and
+                // flips its alert state when it crosses into `failing` or back
+                // to health; the flip is marked with this batch's token, so
+                // the rows returned tell which endpoints changed.
+                let token: i64 = rand::random::<i64>().abs().max(1);
+                let new_failures = "(CASE WHEN v.column2 = 1 THEN v.column3 ELSE consecutive_failures + v.column3 END)";
+                // Active, not the operator's own endpoint, and the new count
+                // crossing the threshold, either way.
+                let flip = format!(
+                    "(active AND site_id <> '{OPERATOR_SITE_ID}' AND \
+                     ((alert_state = 'healthy' AND {new_failures} >= v.column10) \
+                      OR (alert_state = 'failing' AND {new_failures} = 0)))"
+                );
+                let mut update = QueryBuilder::<$db>::new(format!(
                     "UPDATE endpoints SET \
-                     consecutive_failures = CASE WHEN v.column2 = 1 THEN v.column3 \
-                        ELSE consecutive_failures + v.column3 END, \
+                     consecutive_failures = {new_failures}, \
                      failing_since = CASE WHEN v.column3 = 0 THEN (CASE WHEN v.column2 = 1 THEN NULL ELSE failing_since END) \
                         WHEN v.column2 = 1 OR failing_since IS NULL THEN v.column4 ELSE failing_since END, \
                      last_success_at = CASE WHEN last_success_at IS NULL OR v.column5 > last_success_at \
@@ -451,9 +468,12 @@ macro_rules! impl_sql_store {
                      last_failure_at = COALESCE(v.column6, last_failure_at), \
                      last_failure_class = CASE WHEN v.column6 IS NULL THEN last_failure_class ELSE v.column7 END, \
                      last_failure_status = CASE WHEN v.column6 IS NULL THEN last_failure_status ELSE v.column8 END, \
-                     last_failure_message = CASE WHEN v.column6 IS NULL THEN last_failure_message ELSE v.column9 END \
-                     FROM (",
-                );
+                     last_failure_message = CASE WHEN v.column6 IS NULL THEN last_failure_message ELSE v.column9 END, \
+                     alert_state = CASE WHEN {flip} THEN (CASE WHEN {new_failures} >= v.column10 THEN 'failing' ELSE 'healthy' END) \
+                        ELSE alert_state END, \
+                     alert_flip = CASE WHEN {flip} THEN v.column11 ELSE alert_flip END \
+                     FROM ("
+                ));
                 update.push_values(&order, |mut values, endpoint_id| {
                     let summary = &summaries[endpoint_id];
                     let failure = summary.last_failure;
@@ -466,17 +486,27 @@ macro_rules! impl_sql_store {
                         .push_bind(failure.map(|record| record.started_at))
                         .push_bind(failure.and_then(|record| record.error_class.clone()))
                         .push_bind(failure.and_then(|record| record.status_code))
-                        .push_bind(failure.and_then(|record| record.error_message.clone()));
+                        .push_bind(failure.and_then(|record| record.error_message.clone()))
+                        .push_bind(health.failing_after)
+                        .push_bind(token);
                 });
-                update.push(") AS v WHERE endpoints.id = v.column1");
-                update.build().execute(&mut **tx).await?;
-
-                let now = records
-                    .iter()
-                    .map(|record| record.started_at + record.duration_ms)
-                    .max()
-                    .unwrap_or_default();
+                update.push(format!(
+                    ") AS v WHERE endpoints.id = v.column1 RETURNING alert_state, alert_flip, {CHANGE_COLUMNS}"
+                ));
                 let mut changes = Vec::new();
+                for row in update.build().fetch_all(&mut **tx).await? {
+                    let flip: Option<i64> = row.try_get("alert_flip")?;
+                    if flip == Some(token) {
+                        let state: String = row.try_get("alert_state")?;
+                        let kind = if state == "failing" {
+                            HealthChangeKind::Failing
+                        } else {
+                            HealthChangeKind::Recovered
+                        };
+                        changes.push(Self::change_from(&row, kind, now)?);
+                    }
+                }
+
                 // A receiver that answers 410 Gone asks to be forgotten.
                 let gone: Vec<&str> = order.iter().copied().filter(|id| summaries[id].gone).collect();
                 if !gone.is_empty() {
@@ -492,30 +522,6 @@ macro_rules! impl_sql_store {
                     for row in disable.build().fetch_all(&mut **tx).await? {
                         changes.push(Self::change_from(&row, HealthChangeKind::Disabled, now)?);
                     }
-                }
-                // Alert on crossing into `failing` and back to health, once each.
-                let mut flip = QueryBuilder::<$db>::new(
-                    "UPDATE endpoints SET alert_state = CASE WHEN consecutive_failures >= ",
-                );
-                flip.push_bind(health.failing_after)
-                    .push(" THEN 'failing' ELSE 'healthy' END WHERE active AND site_id <> ")
-                    .push_bind(OPERATOR_SITE_ID)
-                    .push(" AND ((alert_state = 'healthy' AND consecutive_failures >= ")
-                    .push_bind(health.failing_after)
-                    .push(") OR (alert_state = 'failing' AND consecutive_failures = 0)) AND id IN (");
-                let mut ids = flip.separated(", ");
-                for id in &order {
-                    ids.push_bind(*id);
-                }
-                flip.push(format!(") RETURNING alert_state, {CHANGE_COLUMNS}"));
-                for row in flip.build().fetch_all(&mut **tx).await? {
-                    let state: String = row.try_get("alert_state")?;
-                    let kind = if state == "failing" {
-                        HealthChangeKind::Failing
-                    } else {
-                        HealthChangeKind::Recovered
-                    };
-                    changes.push(Self::change_from(&row, kind, now)?);
                 }
                 // The alert endpoint is never alerted about (that could loop),
                 // but losing it must not go unnoticed.
