@@ -191,9 +191,11 @@ async fn a_410_disables_the_endpoint_and_reenabling_resumes_in_order(backend: Ba
     .await;
     let gone = Arc::new(AtomicBool::new(true));
     let answer = gone.clone();
+    // The 410 comes after a moment: a disabled endpoint gets no new events,
+    // so all three must be written before it is disabled.
     let receiver = Receiver::scripted(move |_, _| {
         if answer.load(Ordering::SeqCst) {
-            Reply::status(410)
+            Reply::status(410).after(Duration::from_millis(500))
         } else {
             Reply::ok()
         }
@@ -228,7 +230,8 @@ async fn a_410_disables_the_endpoint_and_reenabling_resumes_in_order(backend: Ba
     // Nothing more is sent while disabled; the deliveries wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.count(), 1);
-    assert_eq!(health(&app, &site, &webhook).await["queue"]["depth"], 3);
+    let waiting = health(&app, &site, &webhook).await;
+    assert_eq!(waiting["queue"]["depth"], 3, "{waiting}");
 
     gone.store(false, Ordering::SeqCst);
     let (status, body) = app.patch(&path, &site.key, json!({"active": true})).await;

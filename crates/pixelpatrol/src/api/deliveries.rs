@@ -1,21 +1,18 @@
 //! The delivery log of an endpoint, and retrying a delivery by hand.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::Page;
 use super::webhooks::load_endpoint;
+use super::{Page, query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Result};
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, RetryOutcome};
-use crate::util::{now_ms, parse_rfc3339};
+use crate::util::now_ms;
 
-const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 250;
 
 pub fn router() -> Router<AppState> {
@@ -34,47 +31,23 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn parse_filter(query: Option<&str>) -> Result<DeliveryFilter> {
-    let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+fn parse_filter(raw: Option<&str>) -> Result<DeliveryFilter> {
     let mut filter = DeliveryFilter {
-        limit: DEFAULT_PAGE,
+        limit: query::DEFAULT_PAGE,
         ..DeliveryFilter::default()
     };
-    for (name, value) in &params {
+    for (name, value) in &query::params(raw) {
         match name.as_str() {
             "status" => {
                 filter.status = Some(DeliveryStatus::parse(value).ok_or_else(|| {
                     AppError::invalid("status", "status must be pending, succeeded or failed")
                 })?);
             }
-            "event" => {
-                filter.event = Some(value.parse().map_err(
-                    |error: pixelpatrol_webhooks::UnknownEventType| {
-                        AppError::invalid("event", error.to_string())
-                    },
-                )?);
-            }
-            "since" => {
-                filter.since_ms = Some(parse_rfc3339(value).ok_or_else(|| {
-                    AppError::invalid(
-                        "since",
-                        "since must be an RFC 3339 time, e.g. 2024-01-20T10:30:00Z",
-                    )
-                })?);
-            }
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_PAGE).contains(limit))
-                    .ok_or_else(|| {
-                        AppError::invalid("limit", format!("limit must be 1 to {MAX_PAGE}"))
-                    })?;
-            }
+            "event" => filter.event = Some(query::event(value)?),
+            "since" => filter.since_ms = Some(query::since(value)?),
+            "limit" => filter.limit = query::limit(value, MAX_PAGE)?,
             "cursor" => {
+                // The log pages by sequence number, not by id.
                 filter.before_seq = Some(
                     value
                         .parse::<i64>()
@@ -89,11 +62,9 @@ fn parse_filter(query: Option<&str>) -> Result<DeliveryFilter> {
                 );
             }
             other => {
-                return Err(AppError::invalid(
+                return Err(query::unknown(
                     other,
-                    format!(
-                        "unknown query parameter {other:?}; use status, event, since, limit or cursor"
-                    ),
+                    "status, event, since, limit or cursor",
                 ));
             }
         }

@@ -1,8 +1,6 @@
 //! A site's events with their per-endpoint delivery status, and resending an
 //! event.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -12,14 +10,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::sites::load_site;
-use super::{Page, parse_json};
+use super::{Page, parse_json, query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Result};
 use crate::store::{EventFilter, EventSummary, ResendOutcome};
-use crate::util::{now_ms, parse_rfc3339};
+use crate::util::now_ms;
 
-const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 500;
 
 pub fn router() -> Router<AppState> {
@@ -32,58 +29,20 @@ async fn list_events(
     caller: Caller,
     State(state): State<AppState>,
     Path(site_id): Path<String>,
-    RawQuery(query): RawQuery,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Page<EventSummary>>> {
     let site = load_site(&state, &caller, &site_id).await?;
-    let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
     let mut filter = EventFilter {
-        limit: DEFAULT_PAGE,
+        limit: query::DEFAULT_PAGE,
         ..EventFilter::default()
     };
-    for (name, value) in &params {
+    for (name, value) in &query::params(raw.as_deref()) {
         match name.as_str() {
-            "event" => {
-                filter.event = Some(value.parse().map_err(
-                    |error: pixelpatrol_webhooks::UnknownEventType| {
-                        AppError::invalid("event", error.to_string())
-                    },
-                )?);
-            }
-            "since" => {
-                filter.since_ms = Some(parse_rfc3339(value).ok_or_else(|| {
-                    AppError::invalid(
-                        "since",
-                        "since must be an RFC 3339 time, e.g. 2024-01-20T10:30:00Z",
-                    )
-                })?);
-            }
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_PAGE).contains(limit))
-                    .ok_or_else(|| {
-                        AppError::invalid("limit", format!("limit must be 1 to {MAX_PAGE}"))
-                    })?;
-            }
-            "cursor" => {
-                if !value.starts_with("evt_") {
-                    return Err(AppError::invalid(
-                        "cursor",
-                        "cursor must be a next_cursor value from a previous page",
-                    ));
-                }
-                filter.before_id = Some(value.clone());
-            }
-            other => {
-                return Err(AppError::invalid(
-                    other,
-                    format!("unknown query parameter {other:?}; use event, since, limit or cursor"),
-                ));
-            }
+            "event" => filter.event = Some(query::event(value)?),
+            "since" => filter.since_ms = Some(query::since(value)?),
+            "limit" => filter.limit = query::limit(value, MAX_PAGE)?,
+            "cursor" => filter.before_id = Some(query::id_cursor(value, "evt_")?),
+            other => return Err(query::unknown(other, "event, since, limit or cursor")),
         }
     }
     let data = state.store.list_events(&site.id, &filter).await?;

@@ -1,8 +1,6 @@
 //! Media submission, status look-up, the moderation queue, re-moderation
 //! and manual review.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -12,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::validate::{no_control_characters, optional_text, web_url};
-use super::{ApiJson, Page};
+use super::{ApiJson, Page, query};
 use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::{AppError, Result};
@@ -33,7 +31,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sites/{site_id}/media", get(list_media))
 }
 
-const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 500;
 
 #[derive(Deserialize)]
@@ -277,18 +274,14 @@ async fn list_media(
     caller: Caller,
     State(state): State<AppState>,
     Path(site_id): Path<String>,
-    RawQuery(query): RawQuery,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Page<Media>>> {
     caller.ensure_site(&site_id)?;
-    let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
     let mut filter = MediaFilter {
-        limit: DEFAULT_PAGE,
+        limit: query::DEFAULT_PAGE,
         ..MediaFilter::default()
     };
-    for (name, value) in &params {
+    for (name, value) in &query::params(raw.as_deref()) {
         match name.as_str() {
             "status" => {
                 if !["pending", "approved", "rejected", "flagged"].contains(&value.as_str()) {
@@ -299,30 +292,9 @@ async fn list_media(
                 }
                 filter.status = Some(value.clone());
             }
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_PAGE).contains(limit))
-                    .ok_or_else(|| {
-                        AppError::invalid("limit", format!("limit must be 1 to {MAX_PAGE}"))
-                    })?;
-            }
-            "cursor" => {
-                if !value.starts_with("media_") {
-                    return Err(AppError::invalid(
-                        "cursor",
-                        "cursor must be a next_cursor value from a previous page",
-                    ));
-                }
-                filter.before_id = Some(value.clone());
-            }
-            other => {
-                return Err(AppError::invalid(
-                    other,
-                    format!("unknown query parameter {other:?}; use status, limit or cursor"),
-                ));
-            }
+            "limit" => filter.limit = query::limit(value, MAX_PAGE)?,
+            "cursor" => filter.before_id = Some(query::id_cursor(value, "media_")?),
+            other => return Err(query::unknown(other, "status, limit or cursor")),
         }
     }
     if state.store.get_site(&site_id).await?.is_none() {

@@ -6,6 +6,7 @@ mod events;
 mod health;
 mod media;
 pub mod ops;
+mod query;
 mod rule_groups;
 mod sites;
 pub mod validate;

@@ -62,7 +62,9 @@ impl SqliteStore {
             .context("migrating the SQLite database")?;
         let read = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
-            .connect_with(options.read_only(true))
+            // Readers share the file's pages through the OS cache; a large
+            // private cache per reader would multiply memory.
+            .connect_with(options.read_only(true).pragma("cache_size", "-8192"))
             .await?;
         let media_batcher = MediaBatcher::start(write.clone());
         Ok(Self {
@@ -1863,13 +1865,22 @@ macro_rules! impl_sql_store {
             }
 
             async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
-                let row = sqlx::query(
-                    "SELECT COUNT(*) AS pending, MIN(d.created_at) AS oldest FROM deliveries d \
-                     JOIN endpoints e ON e.id = d.endpoint_id WHERE d.status = 'pending' AND e.active",
+                // Both read only the (endpoint, seq) index of pending
+                // deliveries, endpoint by endpoint; disabled endpoints' kept
+                // deliveries are not the queue.
+                let pending: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM endpoints e JOIN deliveries d \
+                     ON d.endpoint_id = e.id AND d.status = 'pending' WHERE e.active",
                 )
                 .fetch_one(&self.read)
                 .await?;
-                Ok((row.try_get("pending")?, row.try_get("oldest")?))
+                let oldest: Option<i64> = sqlx::query_scalar(
+                    "SELECT MIN((SELECT x.created_at FROM deliveries x WHERE x.endpoint_id = e.id \
+                     AND x.status = 'pending' ORDER BY x.seq LIMIT 1)) FROM endpoints e WHERE e.active",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                Ok((pending, oldest))
             }
 
             async fn migration_status(&self) -> anyhow::Result<(i64, i64)> {
