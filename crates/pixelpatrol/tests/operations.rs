@@ -619,19 +619,28 @@ async fn metrics_parse_and_move_as_deliveries_happen(backend: Backend) {
     }
 }
 
-async fn readyz_fails_when_migrations_are_not_current(backend: Backend) {
-    let app = spawn_app_with(backend, |config| {
-        config.maintenance_interval = Duration::from_millis(100);
-    })
-    .await;
-    let ready = app
+/// `GET /readyz`: its status and body.
+async fn readyz(app: &TestApp) -> (StatusCode, Value) {
+    let response = app
         .http
         .get(format!("{}/readyz", app.address))
         .send()
         .await
         .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
-    let body: Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
+    let status = response.status();
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
+    )
+}
+
+async fn readyz_fails_when_migrations_are_not_current(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.maintenance_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready", "{body}");
     assert_eq!(body["checks"]["delivery"], "ok");
     // A database migrated by a newer build: this one must not take traffic.
@@ -646,14 +655,8 @@ async fn readyz_fails_when_migrations_are_not_current(backend: Backend) {
              VALUES (9999, 'from the future', TRUE, {blob}, 0)"
         ))
         .await;
-    let response = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "not_ready");
     assert!(
         body["checks"]["migrations"]
@@ -669,13 +672,8 @@ async fn readyz_fails_when_migrations_are_not_current(backend: Backend) {
 
 async fn readyz_fails_when_the_database_is_unreachable() {
     let app = spawn_app_with(Backend::Postgres, |_| {}).await;
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let name = app.db.name().to_string();
     let mut admin = sqlx::PgConnection::connect(&common::postgres_admin_url())
         .await
@@ -688,15 +686,10 @@ async fn readyz_fails_when_the_database_is_unreachable() {
     .await
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let body: Value = loop {
-        let response = app
-            .http
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let body = loop {
+        let (status, body) = readyz(&app).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
         }
         assert!(
             Instant::now() < deadline,
