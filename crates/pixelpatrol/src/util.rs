@@ -51,6 +51,23 @@ pub fn random_token(prefix: &str, len: usize) -> String {
     format!("{prefix}{suffix}")
 }
 
+/// When a worker loop last ran, for readiness checks.
+#[derive(Debug, Default)]
+pub struct Heartbeat(std::sync::atomic::AtomicI64);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether it beat within three `interval`s (plus slack for a busy
+    /// machine); never before the first beat.
+    pub fn alive(&self, now: i64, interval: std::time::Duration) -> bool {
+        let last = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        last > 0 && now - last <= (interval.as_millis() as i64) * 3 + 5_000
+    }
+}
+
 /// A generated webhook secret: `whsec_` + base64 of 32 random bytes, the
 /// Standard Webhooks form, so the same secret works with its libraries.
 pub fn new_webhook_secret() -> String {

@@ -7,14 +7,14 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ApiJson;
 use super::sites::load_site;
 use super::webhooks::load_endpoint;
+use super::{ApiJson, query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Result};
 use crate::store::{Endpoint, RecoverOutcome, WindowFigures};
-use crate::util::{now_ms, parse_rfc3339, rfc3339};
+use crate::util::{now_ms, rfc3339};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -143,19 +143,11 @@ async fn recover(
     ApiJson(input): ApiJson<Recover>,
 ) -> Result<Json<Value>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
-    let time = |field: &str, text: &str| {
-        parse_rfc3339(text).ok_or_else(|| {
-            AppError::invalid(
-                field,
-                format!("{field} must be an RFC 3339 time, e.g. 2024-01-20T10:30:00Z"),
-            )
-        })
-    };
-    let since = time("since", &input.since)?;
+    let since = query::time("since", &input.since)?;
     let until = input
         .until
         .as_deref()
-        .map(|until| time("until", until))
+        .map(|until| query::time("until", until))
         .transpose()?;
     if until.is_some_and(|until| until <= since) {
         return Err(AppError::invalid("until", "until must be after since"));

@@ -29,10 +29,15 @@ pub fn limit(value: &str, max: i64) -> Result<i64> {
 
 /// `since`: an RFC 3339 time, as milliseconds.
 pub fn since(value: &str) -> Result<i64> {
+    time("since", value)
+}
+
+/// An RFC 3339 time in `field`, as milliseconds.
+pub fn time(field: &str, value: &str) -> Result<i64> {
     parse_rfc3339(value).ok_or_else(|| {
         AppError::invalid(
-            "since",
-            "since must be an RFC 3339 time, e.g. 2024-01-20T10:30:00Z",
+            field,
+            format!("{field} must be an RFC 3339 time, e.g. 2024-01-20T10:30:00Z"),
         )
     })
 }

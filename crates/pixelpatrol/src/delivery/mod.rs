@@ -18,7 +18,6 @@ pub mod sender;
 pub mod target;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use crate::config::Config;
 use crate::store::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, NextStep,
 };
-use crate::util::{new_id, now_ms};
+use crate::util::{Heartbeat, new_id, now_ms};
 use retry::RetrySchedule;
 use sender::{AttemptOutcome, Sender};
 
@@ -62,8 +61,8 @@ pub struct Deliverer {
     maintenance_interval: Duration,
     disable_after: Duration,
     retention: Duration,
-    /// When the worker last showed it was alive (ms since the epoch; 0: no worker).
-    heartbeat: AtomicI64,
+    /// When the worker last showed it was alive.
+    heartbeat: Heartbeat,
 }
 
 impl Deliverer {
@@ -88,7 +87,7 @@ impl Deliverer {
             maintenance_interval: config.maintenance_interval.max(Duration::from_millis(100)),
             disable_after: config.disable_after,
             retention: config.retention,
-            heartbeat: AtomicI64::new(0),
+            heartbeat: Heartbeat::default(),
         }))
     }
 
@@ -98,13 +97,12 @@ impl Deliverer {
     }
 
     fn beat(&self) {
-        self.heartbeat.store(now_ms(), Ordering::Relaxed);
+        self.heartbeat.beat();
     }
 
     /// Whether the delivery worker has shown signs of life recently.
     pub fn worker_alive(&self, now: i64) -> bool {
-        let last = self.heartbeat.load(Ordering::Relaxed);
-        last > 0 && now - last <= (self.maintenance_interval.as_millis() as i64) * 3 + 5_000
+        self.heartbeat.alive(now, self.maintenance_interval)
     }
 
     /// Tells the worker that deliveries may be due now.

@@ -72,6 +72,45 @@ impl AnalyzerError {
     }
 }
 
+/// An error with its causes, as one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads a response body of at most `max` bytes, refusing a larger one as
+/// soon as its length is announced or its bytes pass the limit (never
+/// buffering more than `max`). `what` names the body in errors.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+    what: &str,
+) -> Result<Vec<u8>, AnalyzerError> {
+    let too_large = || AnalyzerError::new(format!("{what} is larger than {max} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|length| length > max as u64)
+    {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| {
+        AnalyzerError::new(format!("reading {what} failed: {}", error_chain(&error)))
+    })? {
+        if bytes.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 #[async_trait]
 pub trait Analyzer: Send + Sync + 'static {
     /// Stable name, reported in every label it produces.

@@ -16,7 +16,7 @@ use pixelpatrol_webhooks as signing;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::analyzer::{AnalysisInput, Analyzer, AnalyzerError, Label};
+use super::analyzer::{AnalysisInput, Analyzer, AnalyzerError, Label, read_capped};
 use crate::delivery::target::{GuardedResolver, is_blocked, literal_ip};
 use crate::util::now_ms;
 
@@ -116,7 +116,7 @@ impl Analyzer for ExternalAnalyzer {
         } else {
             &self.trusted
         };
-        let mut response = client
+        let response = client
             .post(parsed)
             .header("content-type", "application/json")
             .header(
@@ -142,25 +142,8 @@ impl Analyzer for ExternalAnalyzer {
                 status.as_u16()
             )));
         }
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
-        {
-            return Err(AnalyzerError::new(
-                "the external analyzer's answer is too large",
-            ));
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|error| {
-            AnalyzerError::new(format!("reading the external analyzer's answer: {error}"))
-        })? {
-            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(AnalyzerError::new(
-                    "the external analyzer's answer is too large",
-                ));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes =
+            read_capped(response, MAX_ANSWER_BYTES, "the external analyzer's answer").await?;
         let answer: Answer = serde_json::from_slice(&bytes).map_err(|error| {
             AnalyzerError::new(format!(
                 "the external analyzer's answer is not {{\"labels\": [{{\"name\", \"confidence\"}}]}}: {error}"

@@ -12,7 +12,9 @@ use tokio::sync::Semaphore;
 use async_trait::async_trait;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
-use super::analyzer::{ANALYSIS_CATEGORY, AnalysisInput, Analyzer, AnalyzerError, Label};
+use super::analyzer::{
+    ANALYSIS_CATEGORY, AnalysisInput, Analyzer, AnalyzerError, Label, error_chain, read_capped,
+};
 use super::nsfw::{NsfwClassifier, NsfwError};
 use crate::delivery::target::{GuardedResolver, is_blocked, literal_ip};
 
@@ -118,7 +120,7 @@ impl ImageAnalyzer {
                 "content_url points to a private or reserved address",
             ));
         }
-        let mut response = self.client.get(parsed).send().await.map_err(|error| {
+        let response = self.client.get(parsed).send().await.map_err(|error| {
             AnalyzerError::new(format!(
                 "fetching the image failed: {}",
                 error_chain(&error)
@@ -130,26 +132,7 @@ impl ImageAnalyzer {
                 response.status().as_u16()
             )));
         }
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_IMAGE_BYTES as u64)
-        {
-            return Err(AnalyzerError::new(format!(
-                "the image is larger than {MAX_IMAGE_BYTES} bytes"
-            )));
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|error| {
-            AnalyzerError::new(format!("reading the image failed: {}", error_chain(&error)))
-        })? {
-            if bytes.len() + chunk.len() > MAX_IMAGE_BYTES {
-                return Err(AnalyzerError::new(format!(
-                    "the image is larger than {MAX_IMAGE_BYTES} bytes"
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
+        read_capped(response, MAX_IMAGE_BYTES, "the image").await
     }
 }
 
@@ -189,17 +172,6 @@ pub fn decode(
             .decode()
             .map_err(|error| AnalyzerError::new(format!("unreadable {format:?} image: {error}")))
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Variance of the 4-neighbour Laplacian of the luma, on the image scaled

@@ -15,7 +15,6 @@ pub mod rules;
 pub mod text;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use pixelpatrol_webhooks::{AiResults, EventType, MediaModerated, WebhookEvent};
@@ -30,7 +29,7 @@ use crate::error::{AppError, Result};
 use crate::store::{
     DecideOutcome, DecisionRecord, DynStore, Media, ModerationJob, NewEvent, RuleGroup, Site,
 };
-use crate::util::{new_id, now_ms, rfc3339};
+use crate::util::{Heartbeat, new_id, now_ms, rfc3339};
 use analyzer::{AnalysisInput, Analyzer, Label};
 use rules::RuleOutcome;
 
@@ -208,8 +207,8 @@ pub struct Moderator {
     concurrency: usize,
     poll_interval: Duration,
     wake: Notify,
-    /// When the worker loop last ran (ms since the epoch; 0: not running).
-    heartbeat: AtomicI64,
+    /// When the worker loop last ran.
+    heartbeat: Heartbeat,
 }
 
 impl Moderator {
@@ -250,7 +249,7 @@ impl Moderator {
             concurrency: config.moderation_concurrency.max(1),
             poll_interval: config.poll_interval.max(Duration::from_millis(100)),
             wake: Notify::new(),
-            heartbeat: AtomicI64::new(0),
+            heartbeat: Heartbeat::default(),
         }))
     }
 
@@ -260,8 +259,7 @@ impl Moderator {
 
     /// Whether the worker loop ran recently.
     pub fn worker_alive(&self, now: i64) -> bool {
-        let last = self.heartbeat.load(Ordering::Relaxed);
-        last > 0 && now - last <= (self.poll_interval.as_millis() as i64) * 3 + 5_000
+        self.heartbeat.alive(now, self.poll_interval)
     }
 
     /// New work is waiting.
@@ -455,7 +453,7 @@ impl Moderator {
             if shutdown.is_cancelled() {
                 break;
             }
-            self.heartbeat.store(now_ms(), Ordering::Relaxed);
+            self.heartbeat.beat();
             while running.try_join_next().is_some() {}
             let room = self.concurrency.saturating_sub(running.len());
             let jobs = match self.claim(room).await {
