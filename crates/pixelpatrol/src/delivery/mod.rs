@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::{self, ALERT_ENDPOINT_ID};
 use crate::config::Config;
 use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, NextStep,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, HealthTally, NextStep,
 };
 use crate::util::{Heartbeat, new_id, now_ms};
 use retry::RetrySchedule;
@@ -45,6 +45,12 @@ const DISABLE_MIN_DEAD: i64 = 5;
 /// tick: small steps that never hold locks long.
 const PURGE_BATCH: i64 = 1000;
 const PURGE_STEPS_PER_TICK: usize = 20;
+/// How often recorded attempts are folded into their endpoints' health.
+///
+/// Folding in every record batch put an endpoint update (and on PostgreSQL a
+/// row-lock statement) on the path that gates each lane's next delivery; a
+/// quarter of a second later costs the health figures nothing that matters.
+const HEALTH_FLUSH: Duration = Duration::from_millis(250);
 /// How long the worker gathers wake-ups before it claims.
 const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
@@ -132,9 +138,14 @@ impl Deliverer {
         let outcome = self.sender.send(delivery).await;
         let record = self.record_for(delivery, &outcome);
         self.observe_attempt(delivery, &record);
+        let records = std::slice::from_ref(&record);
+        self.store.record_attempts(records).await?;
+        // Someone is testing this endpoint: its health shows the outcome now.
+        let mut tally = HealthTally::default();
+        tally.add(records);
         let changes = self
             .store
-            .record_attempts(std::slice::from_ref(&record), &self.health)
+            .fold_health(tally.summaries(), &self.health)
             .await?;
         alerts::report(&changes);
         if !matches!(record.next, NextStep::Succeeded) {
@@ -482,62 +493,112 @@ async fn maintenance_tick(deliverer: &Deliverer) -> anyhow::Result<()> {
 }
 
 /// Writes attempt records in batches (one transaction for all that queued up
-/// meanwhile) and wakes the worker, since each write can unblock a lane.
+/// meanwhile) and wakes the worker, since each write can unblock a lane; and
+/// every `HEALTH_FLUSH`, folds what was recorded into endpoint health.
 ///
 /// While the database is away, records are kept and retried. A record the
 /// working database refuses (poison) is dropped after a few tries: its lease
 /// expires and the delivery is sent again, a duplicate at worst, never a loss.
 async fn write_records(deliverer: Arc<Deliverer>, mut records: mpsc::Receiver<AttemptRecord>) {
-    let store = &deliverer.store;
     let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while records.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let mut backoff = Duration::from_millis(50);
-        let mut failures = 0;
-        loop {
-            let error = match store.record_attempts(&batch, &deliverer.health).await {
-                Ok(changes) => {
-                    alerts::report(&changes);
-                    break;
-                }
-                Err(error) => error,
-            };
-            failures += 1;
-            if batch.len() > 1 {
-                // One refused record must not hold back the others.
-                let offered = batch.len();
-                let mut refused = Vec::new();
-                for record in batch.drain(..) {
-                    match store
-                        .record_attempts(std::slice::from_ref(&record), &deliverer.health)
-                        .await
-                    {
-                        Ok(changes) => alerts::report(&changes),
-                        Err(_) => refused.push(record),
-                    }
-                }
-                batch = refused;
-                if batch.is_empty() {
-                    break;
-                }
-                if batch.len() < offered {
-                    for record in &batch {
-                        tracing::error!(error = ?error, delivery_id = %record.delivery_id, "the database refuses this attempt record; dropping it");
-                    }
-                    break;
-                }
-            } else if failures >= 3 && store.get_setting("ping").await.is_ok() {
-                tracing::error!(error = ?error, delivery_id = %batch[0].delivery_id, "the database refuses this attempt record; dropping it");
-                break;
+    let mut tally = HealthTally::default();
+    let mut next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;
+    loop {
+        let received = tokio::select! {
+            received = records.recv_many(&mut batch, RECORD_BATCH) => received,
+            _ = tokio::time::sleep_until(next_flush), if !tally.is_empty() => {
+                flush_health(&deliverer, &mut tally).await;
+                next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;
+                continue;
             }
-            if records.is_closed() && failures >= 5 {
-                tracing::error!(error = ?error, count = batch.len(), "recording attempts failed at shutdown; these deliveries will be sent again");
-                break;
-            }
-            tracing::error!(error = ?error, count = batch.len(), "recording attempts failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+        if received == 0 {
+            break;
         }
+        write_batch(&deliverer, &records, &mut batch, &mut tally).await;
         batch.clear();
         deliverer.wake();
+        if tokio::time::Instant::now() >= next_flush {
+            flush_health(&deliverer, &mut tally).await;
+            next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;
+        }
+    }
+    flush_health(&deliverer, &mut tally).await;
+}
+
+/// Folds the tally into endpoint health; on failure it is kept (and keeps
+/// growing) for the next flush.
+async fn flush_health(deliverer: &Deliverer, tally: &mut HealthTally) {
+    if tally.is_empty() {
+        return;
+    }
+    match deliverer
+        .store
+        .fold_health(tally.summaries(), &deliverer.health)
+        .await
+    {
+        Ok(changes) => {
+            alerts::report(&changes);
+            if !changes.is_empty() {
+                // An alert was written, or an endpoint disabled.
+                deliverer.wake();
+            }
+            tally.clear();
+        }
+        Err(error) => tracing::error!(error = ?error, "updating endpoint health failed; retrying"),
+    }
+}
+
+/// Records one batch, retrying while the database is away; what was
+/// recorded goes into the health tally.
+async fn write_batch(
+    deliverer: &Deliverer,
+    records: &mpsc::Receiver<AttemptRecord>,
+    batch: &mut Vec<AttemptRecord>,
+    tally: &mut HealthTally,
+) {
+    let store = &deliverer.store;
+    let mut backoff = Duration::from_millis(50);
+    let mut failures = 0;
+    loop {
+        let error = match store.record_attempts(batch).await {
+            Ok(()) => {
+                tally.add(batch);
+                return;
+            }
+            Err(error) => error,
+        };
+        failures += 1;
+        if batch.len() > 1 {
+            // One refused record must not hold back the others.
+            let offered = batch.len();
+            let mut refused = Vec::new();
+            for record in batch.drain(..) {
+                match store.record_attempts(std::slice::from_ref(&record)).await {
+                    Ok(()) => tally.add(std::slice::from_ref(&record)),
+                    Err(_) => refused.push(record),
+                }
+            }
+            *batch = refused;
+            if batch.is_empty() {
+                return;
+            }
+            if batch.len() < offered {
+                for record in batch.iter() {
+                    tracing::error!(error = ?error, delivery_id = %record.delivery_id, "the database refuses this attempt record; dropping it");
+                }
+                return;
+            }
+        } else if failures >= 3 && store.get_setting("ping").await.is_ok() {
+            tracing::error!(error = ?error, delivery_id = %batch[0].delivery_id, "the database refuses this attempt record; dropping it");
+            return;
+        }
+        if failures >= 5 && records.is_closed() {
+            tracing::error!(error = ?error, count = batch.len(), "recording attempts failed at shutdown; these deliveries will be sent again");
+            return;
+        }
+        tracing::error!(error = ?error, count = batch.len(), "recording attempts failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -6,9 +6,17 @@
 //! each gets native, statically typed sqlx code; the differences (SQLite's
 //! single writer connection, PostgreSQL's `FOR UPDATE SKIP LOCKED` and
 //! advisory locks) are switched on `IS_POSTGRES`, a constant per expansion.
+//!
+//! Statements built at run time (multi-row VALUES, id lists) are not kept as
+//! prepared statements: their text changes with every row count, so a
+//! connection's statement cache filled up with big one-off statements (a
+//! fifth of a gigabyte of server memory under load).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,8 +33,8 @@ use super::{
     AiLabels, Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord,
     Delivery, DeliveryFilter, DeliveryStatus, Endpoint, EndpointHealthState, EventDelivery,
     EventFilter, EventSummary, FailureInfo, HealthChange, HealthChangeKind, HealthFigures,
-    HealthPolicy, Media, MediaFilter, ModerationJob, NewEvent, NextStep, Purged, RecoverOutcome,
-    ResendOutcome, RetryOutcome, RuleGroup, Site, Store, WindowFigures,
+    HealthPolicy, HealthSummary, Media, MediaFilter, ModerationJob, NewEvent, NextStep, Purged,
+    RecoverOutcome, ResendOutcome, RetryOutcome, RuleGroup, Site, Store, WindowFigures,
 };
 use crate::alerts::{ALERT_ENDPOINT_ID, OPERATOR_SITE_ID, alert_event};
 
@@ -51,10 +59,13 @@ impl SqliteStore {
             // Statement journals and sorts stay in memory instead of temporary
             // files; a larger page cache keeps the hot indexes resident.
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // After a burst, the emptied WAL file does not keep its size.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            // The writer never checkpoints itself (see `checkpoint_wal`).
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&write)
@@ -64,9 +75,29 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             // Readers share the file's pages through the OS cache; a large
             // private cache per reader would multiply memory.
-            .connect_with(options.read_only(true).pragma("cache_size", "-8192"))
+            .connect_with(
+                options
+                    .clone()
+                    .read_only(true)
+                    .pragma("cache_size", "-8192"),
+            )
             .await?;
-        let media_batcher = MediaBatcher::start(write.clone());
+        let media_batcher = MediaBatcher::start(
+            {
+                let pool = write.clone();
+                Arc::new(move |items| {
+                    let pool = pool.clone();
+                    Box::pin(async move { Self::write_media_batch(&pool, &items).await })
+                })
+            },
+            1,
+        );
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            // Checkpoints read the WAL and write the file: no cache needed.
+            .connect_with(options.pragma("cache_size", "-1024"))
+            .await?;
+        tokio::spawn(checkpoint_wal(checkpointer, write.clone()));
         Ok(Self {
             write,
             read,
@@ -79,12 +110,60 @@ impl SqliteStore {
     }
 }
 
+/// The WAL file is cut back to this size (bytes) after it has been emptied.
+const WAL_SIZE_LIMIT: &str = "67108864";
+/// How often the checkpointer copies what the WAL has gathered.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
+/// WAL frames (4 KiB pages) after which the checkpointer makes the writer
+/// start the WAL over.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// Copies the WAL back into the database file from its own connection.
+///
+/// SQLite's automatic checkpoint runs on the connection that commits, that is
+/// on the single writer, which is the throughput bottleneck: checkpoints and
+/// their fsyncs took an eighth of the database threads' time in the
+/// throughput benchmark. Passive checkpoints beside it never block the
+/// writer or the readers. But the writer only starts the WAL over when it
+/// finds everything copied as it begins a transaction, which a busy writer
+/// never does: the WAL grew by gigabytes. So once the WAL is long, the
+/// writer itself runs a RESTART checkpoint, which copies the few frames the
+/// passive ones left and waits for readers, and its next transaction starts
+/// the WAL from the beginning.
+async fn checkpoint_wal(checkpointer: SqlitePool, writer: SqlitePool) {
+    while !writer.is_closed() {
+        let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&checkpointer)
+            .await;
+        let result = match passive {
+            // On the writer's own connection, between its transactions: from
+            // another connection, a RESTART holding writers back makes a
+            // writer transaction that began with a read fail as busy.
+            Ok((_, frames, _)) if frames >= WAL_RESTART_FRAMES => {
+                sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(&writer)
+                    .await
+                    .map(|_| ())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(error = ?error, "checkpointing the SQLite WAL failed");
+            tokio::time::sleep(CHECKPOINT_INTERVAL * 20).await;
+        }
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+    }
+    checkpointer.close().await;
+}
+
 /// PostgreSQL, possibly shared by several `pixelpatrol serve` processes, which
 /// coordinate through row locks (`FOR UPDATE SKIP LOCKED`) and leases.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     write: PgPool,
     read: PgPool,
+    media_batcher: MediaBatcher,
 }
 
 impl PostgresStore {
@@ -105,16 +184,27 @@ impl PostgresStore {
             .run(&pool)
             .await
             .context("migrating the PostgreSQL database")?;
+        let media_batcher = MediaBatcher::start(
+            {
+                let pool = pool.clone();
+                Arc::new(move |items| {
+                    let pool = pool.clone();
+                    Box::pin(async move { Self::write_media_batch(&pool, &items).await })
+                })
+            },
+            PG_MEDIA_WRITERS,
+        );
         Ok(Self {
             write: pool.clone(),
             read: pool,
+            media_batcher,
         })
     }
 
-    /// Submissions write in their own transactions here: the pool's
-    /// connections commit in parallel.
+    /// Group commit helps here too: a transaction per submission cost the
+    /// database a commit (and its WAL flush) and four statements each.
     fn media_batcher(&self) -> Option<&MediaBatcher> {
-        None
+        Some(&self.media_batcher)
     }
 }
 
@@ -122,41 +212,67 @@ impl PostgresStore {
 type NewMedia = (Media, NewEvent, bool);
 type MediaRequest = (NewMedia, oneshot::Sender<Result<(), String>>);
 
-/// Group commit for SQLite submissions: SQLite has one writer, and a commit
-/// costs far more than the rows in it, so submissions that arrive while the
-/// previous group commits are written together in the next transaction.
-#[derive(Debug, Clone)]
+/// Writes a group of submissions in one transaction.
+type WriteMedia = Arc<
+    dyn Fn(Vec<NewMedia>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync,
+>;
+
+/// Group commit for submissions: a commit costs far more than the rows in
+/// it (SQLite has one writer; PostgreSQL flushes its WAL per commit), so
+/// submissions that arrive while the previous group commits are written
+/// together in the next transaction.
+#[derive(Clone)]
 pub struct MediaBatcher {
     requests: mpsc::Sender<MediaRequest>,
 }
 
+impl std::fmt::Debug for MediaBatcher {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("MediaBatcher")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Submission groups written at once on PostgreSQL.
+const PG_MEDIA_WRITERS: usize = 3;
 /// Submissions written in one transaction at most.
 const MEDIA_BATCH: usize = 128;
 
 impl MediaBatcher {
-    fn start(pool: SqlitePool) -> Self {
-        let (requests, mut queue) = mpsc::channel::<MediaRequest>(MEDIA_BATCH * 8);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MEDIA_BATCH);
-            while queue.recv_many(&mut batch, MEDIA_BATCH).await > 0 {
-                let items: Vec<NewMedia> = batch.iter().map(|(item, _)| item.clone()).collect();
-                match SqliteStore::write_media_batch(&pool, &items).await {
-                    Ok(()) => {
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Ok(()));
-                        }
+    /// `writers` groups are written at once at most: SQLite has one writer,
+    /// PostgreSQL commits several transactions in parallel.
+    fn start(write: WriteMedia, writers: usize) -> Self {
+        let (requests, queue) = mpsc::channel::<MediaRequest>(MEDIA_BATCH * 8);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..writers.max(1) {
+            let (queue, write) = (queue.clone(), write.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(MEDIA_BATCH);
+                loop {
+                    // The next writer takes what gathered while this one waited.
+                    if queue.lock().await.recv_many(&mut batch, MEDIA_BATCH).await == 0 {
+                        return;
                     }
-                    // One bad item must not fail the others: alone, each
-                    // gets its own answer.
-                    Err(_) => {
-                        for (item, reply) in batch.drain(..) {
-                            let result = SqliteStore::write_media_batch(&pool, &[item]).await;
-                            let _ = reply.send(result.map_err(|error| format!("{error:#}")));
+                    let items: Vec<NewMedia> = batch.iter().map(|(item, _)| item.clone()).collect();
+                    match write(items).await {
+                        Ok(()) => {
+                            for (_, reply) in batch.drain(..) {
+                                let _ = reply.send(Ok(()));
+                            }
+                        }
+                        // One bad item must not fail the others: alone, each
+                        // gets its own answer.
+                        Err(_) => {
+                            for (item, reply) in batch.drain(..) {
+                                let result = write(vec![item]).await;
+                                let _ = reply.send(result.map_err(|error| format!("{error:#}")));
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
+        }
         MediaBatcher { requests }
     }
 
@@ -396,121 +512,113 @@ macro_rules! impl_sql_store {
                 Self::insert_events(tx, &pairs, None).await
             }
 
-            /// Folds a batch of attempts into their endpoints' health, and
+            /// Folds attempt summaries into their endpoints' health, and
             /// returns the endpoints whose state changed.
             async fn update_health(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                records: &[AttemptRecord],
+                summaries: &[HealthSummary],
                 health: &HealthPolicy,
             ) -> anyhow::Result<Vec<HealthChange>> {
-                #[derive(Default)]
-                struct Summary<'a> {
-                    had_success: bool,
-                    trailing_failures: i64,
-                    first_trailing_failure: Option<i64>,
-                    last_success: Option<i64>,
-                    last_failure: Option<&'a AttemptRecord>,
-                    gone: bool,
-                }
-                let mut order: Vec<&str> = Vec::new();
-                let mut summaries: HashMap<&str, Summary> = HashMap::new();
-                for record in records {
-                    let summary = summaries.entry(record.endpoint_id.as_str()).or_insert_with(|| {
-                        order.push(record.endpoint_id.as_str());
-                        Summary::default()
-                    });
-                    if record.error_class.is_none() {
-                        summary.had_success = true;
-                        summary.trailing_failures = 0;
-                        summary.first_trailing_failure = None;
-                        summary.last_success = Some(record.started_at);
-                    } else {
-                        summary.trailing_failures += 1;
-                        summary.first_trailing_failure.get_or_insert(record.started_at);
-                        summary.last_failure = Some(record);
-                        summary.gone |= record.status_code == Some(410);
-                    }
-                }
-                if Self::IS_POSTGRES && order.len() > 1 {
-                    // Several workers update the same endpoints: taking the
-                    // row locks in one order keeps them from deadlocking.
-                    let mut lock = QueryBuilder::<$db>::new("SELECT id FROM endpoints WHERE id IN (");
-                    let mut ids = lock.separated(", ");
-                    for id in &order {
-                        ids.push_bind(*id);
-                    }
-                    lock.push(") ORDER BY id FOR UPDATE");
-                    lock.build().fetch_all(&mut **tx).await?;
-                }
-                let now = records
+                let mut summaries: Vec<&HealthSummary> = summaries.iter().collect();
+                // Several workers update the same endpoints: taking the row
+                // locks in one order keeps them from deadlocking.
+                summaries.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+                let now = summaries
                     .iter()
-                    .map(|record| record.started_at + record.duration_ms)
+                    .map(|summary| summary.finished_at)
                     .max()
                     .unwrap_or_default();
-                // One statement folds the batch into each endpoint's state and
-                // flips its alert state when it crosses into `failing` or back
-                // to health; the flip is marked with this batch's token, so
-                // the rows returned tell which endpoints changed.
-                let token: i64 = rand::random::<i64>().abs().max(1);
-                let new_failures = "(CASE WHEN v.column2 = 1 THEN v.column3 ELSE consecutive_failures + v.column3 END)";
-                // Active, not the operator's own endpoint, and the new count
-                // crossing the threshold, either way.
-                let flip = format!(
-                    "(active AND site_id <> '{OPERATOR_SITE_ID}' AND \
-                     ((alert_state = 'healthy' AND {new_failures} >= v.column10) \
-                      OR (alert_state = 'failing' AND {new_failures} = 0)))"
-                );
-                let mut update = QueryBuilder::<$db>::new(format!(
-                    "UPDATE endpoints SET \
-                     consecutive_failures = {new_failures}, \
-                     failing_since = CASE WHEN v.column3 = 0 THEN (CASE WHEN v.column2 = 1 THEN NULL ELSE failing_since END) \
-                        WHEN v.column2 = 1 OR failing_since IS NULL THEN v.column4 ELSE failing_since END, \
-                     last_success_at = CASE WHEN last_success_at IS NULL OR v.column5 > last_success_at \
-                        THEN COALESCE(v.column5, last_success_at) ELSE last_success_at END, \
-                     last_failure_at = COALESCE(v.column6, last_failure_at), \
-                     last_failure_class = CASE WHEN v.column6 IS NULL THEN last_failure_class ELSE v.column7 END, \
-                     last_failure_status = CASE WHEN v.column6 IS NULL THEN last_failure_status ELSE v.column8 END, \
-                     last_failure_message = CASE WHEN v.column6 IS NULL THEN last_failure_message ELSE v.column9 END, \
-                     alert_state = CASE WHEN {flip} THEN (CASE WHEN {new_failures} >= v.column10 THEN 'failing' ELSE 'healthy' END) \
-                        ELSE alert_state END, \
-                     alert_flip = CASE WHEN {flip} THEN v.column11 ELSE alert_flip END \
-                     FROM ("
+                // The stored streaks and alert states (locked on PostgreSQL
+                // until commit), so the transitions are worked out exactly.
+                let mut read = QueryBuilder::<$db>::new(format!(
+                    "SELECT {CHANGE_COLUMNS}, alert_state, active FROM endpoints WHERE id IN ("
                 ));
-                update.push_values(&order, |mut values, endpoint_id| {
-                    let summary = &summaries[endpoint_id];
-                    let failure = summary.last_failure;
-                    values
-                        .push_bind(*endpoint_id)
-                        .push_bind(i64::from(summary.had_success))
-                        .push_bind(summary.trailing_failures)
-                        .push_bind(summary.first_trailing_failure)
-                        .push_bind(summary.last_success)
-                        .push_bind(failure.map(|record| record.started_at))
-                        .push_bind(failure.and_then(|record| record.error_class.clone()))
-                        .push_bind(failure.and_then(|record| record.status_code))
-                        .push_bind(failure.and_then(|record| record.error_message.clone()))
-                        .push_bind(health.failing_after)
-                        .push_bind(token);
+                let mut ids = read.separated(", ");
+                for summary in &summaries {
+                    ids.push_bind(summary.endpoint_id.as_str());
+                }
+                // NO KEY UPDATE: a submission inserting deliveries holds a
+                // key-share lock on each endpoint row (the foreign key);
+                // FOR UPDATE would conflict with it, and the two, taking
+                // many endpoints in different orders, deadlocked.
+                read.push(if Self::IS_POSTGRES {
+                    ") ORDER BY id FOR NO KEY UPDATE"
+                } else {
+                    ") ORDER BY id"
                 });
-                update.push(format!(
-                    ") AS v WHERE endpoints.id = v.column1 RETURNING alert_state, alert_flip, {CHANGE_COLUMNS}"
-                ));
+                let mut stored = HashMap::new();
+                for row in read.build().persistent(false).fetch_all(&mut **tx).await? {
+                    let state: String = row.try_get("alert_state")?;
+                    let active: bool = row.try_get("active")?;
+                    let change = Self::change_from(&row, HealthChangeKind::Failing, now)?;
+                    stored.insert(change.endpoint_id.clone(), (change, state == "failing", active));
+                }
                 let mut changes = Vec::new();
-                for row in update.build().fetch_all(&mut **tx).await? {
-                    let flip: Option<i64> = row.try_get("alert_flip")?;
-                    if flip == Some(token) {
-                        let state: String = row.try_get("alert_state")?;
-                        let kind = if state == "failing" {
-                            HealthChangeKind::Failing
-                        } else {
-                            HealthChangeKind::Recovered
-                        };
-                        changes.push(Self::change_from(&row, kind, now)?);
+                let mut updates = Vec::new();
+                for summary in &summaries {
+                    // The endpoint was deleted meanwhile.
+                    let Some((stored, failing, active)) = stored.remove(&summary.endpoint_id) else {
+                        continue;
+                    };
+                    let (streak, mut now_failing, mut transitions) =
+                        summary.apply(stored.consecutive_failures, failing, health.failing_after);
+                    // Disabled endpoints and the operator's own endpoint keep
+                    // their alert state.
+                    if !active || stored.site_id == OPERATOR_SITE_ID {
+                        transitions.clear();
+                        now_failing = failing;
                     }
+                    for (kind, consecutive_failures) in transitions {
+                        changes.push(HealthChange {
+                            kind,
+                            consecutive_failures,
+                            last_failure: summary.last_failure.clone().or(stored.last_failure.clone()),
+                            ..stored.clone()
+                        });
+                    }
+                    updates.push((*summary, streak, if now_failing { "failing" } else { "healthy" }));
+                }
+                if !updates.is_empty() {
+                    // One statement folds the run into each endpoint's state.
+                    let mut update = QueryBuilder::<$db>::new(
+                        "UPDATE endpoints SET \
+                         consecutive_failures = v.column10, \
+                         failing_since = CASE WHEN v.column3 = 0 THEN (CASE WHEN v.column2 = 1 THEN NULL ELSE failing_since END) \
+                            WHEN v.column2 = 1 OR failing_since IS NULL THEN v.column4 ELSE failing_since END, \
+                         last_success_at = CASE WHEN last_success_at IS NULL OR v.column5 > last_success_at \
+                            THEN COALESCE(v.column5, last_success_at) ELSE last_success_at END, \
+                         last_failure_at = COALESCE(v.column6, last_failure_at), \
+                         last_failure_class = CASE WHEN v.column6 IS NULL THEN last_failure_class ELSE v.column7 END, \
+                         last_failure_status = CASE WHEN v.column6 IS NULL THEN last_failure_status ELSE v.column8 END, \
+                         last_failure_message = CASE WHEN v.column6 IS NULL THEN last_failure_message ELSE v.column9 END, \
+                         alert_state = v.column11 \
+                         FROM (",
+                    );
+                    update.push_values(&updates, |mut values, (summary, streak, state)| {
+                        let failure = summary.last_failure.as_ref();
+                        values
+                            .push_bind(summary.endpoint_id.as_str())
+                            .push_bind(i64::from(summary.had_success))
+                            .push_bind(summary.trailing_failures)
+                            .push_bind(summary.first_trailing_failure)
+                            .push_bind(summary.last_success)
+                            .push_bind(failure.map(|failure| failure.at))
+                            .push_bind(failure.and_then(|failure| failure.class.clone()))
+                            .push_bind(failure.and_then(|failure| failure.status_code))
+                            .push_bind(failure.and_then(|failure| failure.message.clone()))
+                            .push_bind(*streak)
+                            .push_bind(*state);
+                    });
+                    update.push(") AS v WHERE endpoints.id = v.column1");
+                    update.build().persistent(false).execute(&mut **tx).await?;
                 }
 
                 // A receiver that answers 410 Gone asks to be forgotten.
-                let gone: Vec<&str> = order.iter().copied().filter(|id| summaries[id].gone).collect();
+                let gone: Vec<&str> = summaries
+                    .iter()
+                    .filter(|summary| summary.gone)
+                    .map(|summary| summary.endpoint_id.as_str())
+                    .collect();
                 if !gone.is_empty() {
                     let mut disable = QueryBuilder::<$db>::new("UPDATE endpoints SET active = FALSE, disabled_at = ");
                     disable
@@ -521,7 +629,7 @@ macro_rules! impl_sql_store {
                         ids.push_bind(*id);
                     }
                     disable.push(format!(") RETURNING {CHANGE_COLUMNS}"));
-                    for row in disable.build().fetch_all(&mut **tx).await? {
+                    for row in disable.build().persistent(false).fetch_all(&mut **tx).await? {
                         changes.push(Self::change_from(&row, HealthChangeKind::Disabled, now)?);
                     }
                 }
@@ -639,7 +747,7 @@ macro_rules! impl_sql_store {
                             .push_bind(&event.payload)
                             .push_bind(event.created_at);
                     });
-                    insert.build().execute(&mut **tx).await?;
+                    insert.build().persistent(false).execute(&mut **tx).await?;
                 }
                 let deliveries: Vec<(&NewEvent, &Endpoint)> = events
                     .iter()
@@ -671,7 +779,7 @@ macro_rules! impl_sql_store {
                             .push_bind(event.created_at)
                             .push_bind(event.created_at);
                     });
-                    insert.build().execute(&mut **tx).await?;
+                    insert.build().persistent(false).execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -726,7 +834,7 @@ macro_rules! impl_sql_store {
                             .push_bind(media.updated_at)
                             .push_bind(media.moderated_at);
                     });
-                    insert.build().execute(&mut *tx).await?;
+                    insert.build().persistent(false).execute(&mut *tx).await?;
                     let analyze: Vec<&Media> = chunk
                         .iter()
                         .filter(|(_, _, analyze)| *analyze)
@@ -743,7 +851,7 @@ macro_rules! impl_sql_store {
                                 .push_bind(media.created_at)
                                 .push_bind(media.created_at);
                         });
-                        jobs.build().execute(&mut *tx).await?;
+                        jobs.build().persistent(false).execute(&mut *tx).await?;
                     }
                 }
                 // Each site's subscribers are read once per batch.
@@ -787,7 +895,7 @@ macro_rules! impl_sql_store {
                     ids.push_bind(delivery.id.clone());
                 }
                 query.push(") ORDER BY delivery_id, attempt, seq");
-                let rows = query.build().fetch_all(&self.read).await?;
+                let rows = query.build().persistent(false).fetch_all(&self.read).await?;
                 for row in &rows {
                     let attempt = Self::attempt_from(row)?;
                     if let Some(delivery) = deliveries
@@ -1077,7 +1185,7 @@ macro_rules! impl_sql_store {
                     query.push(" AND id < ").push_bind(before);
                 }
                 query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
-                let rows = query.build().fetch_all(&self.read).await?;
+                let rows = query.build().persistent(false).fetch_all(&self.read).await?;
                 rows.iter().map(Self::media_from).collect()
             }
 
@@ -1203,7 +1311,7 @@ macro_rules! impl_sql_store {
                         ids.push_bind(id);
                     }
                     query.push(") ORDER BY id");
-                    for row in query.build().fetch_all(&mut *tx).await? {
+                    for row in query.build().persistent(false).fetch_all(&mut *tx).await? {
                         let media = Self::media_from(&row)?;
                         let (attempts, requested_at) = leased[&media.id];
                         jobs.push(ModerationJob {
@@ -1261,9 +1369,8 @@ macro_rules! impl_sql_store {
                 // The search runs per endpoint (at most its cap from each), so
                 // an endpoint left out (at its cap, e.g. hanging) or with a
                 // large backlog costs nothing to the others' claims.
-                // PostgreSQL runs the per-endpoint search as a LATERAL join
-                // (locking what it finds, skipping what another process
-                // holds); SQLite, which has no LATERAL, as a correlated IN.
+                // PostgreSQL runs the per-endpoint search as a LATERAL join;
+                // SQLite, which has no LATERAL, as a correlated IN.
                 let mut claim = QueryBuilder::<$db>::new(if Self::IS_POSTGRES {
                     "WITH candidates AS (SELECT d.seq, d.endpoint_id, d.next_attempt_at \
                      FROM endpoints e CROSS JOIN LATERAL (\
@@ -1292,7 +1399,7 @@ macro_rules! impl_sql_store {
                     )
                     .push_bind(request.max_per_endpoint);
                 claim.push(if Self::IS_POSTGRES {
-                    " FOR UPDATE OF x SKIP LOCKED) d WHERE e.active"
+                    ") d WHERE e.active"
                 } else {
                     ") WHERE e.active"
                 });
@@ -1310,49 +1417,109 @@ macro_rules! impl_sql_store {
                 claim.push(
                     "), ranked AS (SELECT seq, next_attempt_at, endpoint_id, ROW_NUMBER() OVER \
                      (PARTITION BY endpoint_id ORDER BY next_attempt_at, seq) AS place \
-                     FROM candidates) \
-                     UPDATE deliveries SET lease_until = ",
+                     FROM candidates) ",
                 );
-                claim
-                    .push_bind(request.lease_until_ms)
-                    .push(", lease_token = ")
-                    .push_bind(request.lease_token)
-                    .push(" WHERE seq IN (SELECT seq FROM ranked WHERE place <= ");
-                if request.endpoint_room.is_empty() {
-                    claim.push_bind(request.max_per_endpoint);
-                } else {
-                    claim.push("CASE endpoint_id");
-                    for (endpoint_id, room) in request.endpoint_room {
+                // Which ranked candidates are taken: each endpoint's room,
+                // the earliest due first.
+                let push_choice = |claim: &mut QueryBuilder<'_, $db>| {
+                    claim.push("SELECT seq FROM ranked WHERE place <= ");
+                    if request.endpoint_room.is_empty() {
+                        claim.push_bind(request.max_per_endpoint);
+                    } else {
+                        claim.push("CASE endpoint_id");
+                        for (endpoint_id, room) in request.endpoint_room {
+                            claim
+                                .push(" WHEN ")
+                                .push_bind(endpoint_id.clone())
+                                .push(" THEN ")
+                                .push_bind(*room);
+                        }
                         claim
-                            .push(" WHEN ")
-                            .push_bind(endpoint_id.as_str())
-                            .push(" THEN ")
-                            .push_bind(*room);
+                            .push(" ELSE ")
+                            .push_bind(request.max_per_endpoint)
+                            .push(" END");
                     }
                     claim
-                        .push(" ELSE ")
-                        .push_bind(request.max_per_endpoint)
-                        .push(" END");
+                        .push(" ORDER BY next_attempt_at, seq LIMIT ")
+                        .push_bind(request.limit);
+                };
+                if Self::IS_POSTGRES {
+                    // The search above locks nothing (locking every candidate
+                    // it looked at took most of the database's time); only the
+                    // chosen rows are locked, skipping those another process
+                    // holds. A row another process leased and committed
+                    // meanwhile is checked again here and left out.
+                    claim.push(
+                        ", chosen AS (SELECT seq FROM deliveries WHERE status = 'pending' \
+                         AND (lease_until IS NULL OR lease_until < ",
+                    );
+                    claim.push_bind(request.now_ms).push(") AND seq IN (");
+                    push_choice(&mut claim);
+                    claim.push(") FOR UPDATE SKIP LOCKED), claimed AS (");
                 }
                 claim
-                    .push(" ORDER BY next_attempt_at, seq LIMIT ")
-                    .push_bind(request.limit)
-                    .push(")");
-                let claimed = claim.build().execute(&self.write).await?.rows_affected();
-                if claimed == 0 {
-                    return Ok(Vec::new());
+                    .push("UPDATE deliveries SET lease_until = ")
+                    .push_bind(request.lease_until_ms);
+                if !Self::IS_POSTGRES {
+                    // On SQLite a leased delivery is next due when its lease
+                    // ends: that keeps in-flight and not yet recorded
+                    // deliveries out of the due index range the next claims
+                    // scan, and an expired lease makes the delivery due again
+                    // by itself. PostgreSQL would pay more for it: changing an
+                    // indexed column makes the update write a new entry in
+                    // every index of the table, where touching only unindexed
+                    // columns is a heap-only (HOT) update.
+                    claim
+                        .push(", next_attempt_at = ")
+                        .push_bind(request.lease_until_ms);
                 }
-                let rows = sqlx::query(
-                    "SELECT d.id, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
-                     e.url, e.secret, ev.payload, ev.created_at AS event_created_at \
-                     FROM deliveries d \
-                     JOIN endpoints e ON e.id = d.endpoint_id \
-                     JOIN events ev ON ev.id = d.event_id \
-                     WHERE d.lease_token = $1 ORDER BY d.seq",
-                )
-                .bind(request.lease_token)
-                .fetch_all(&self.write)
-                .await?;
+                claim
+                    .push(", lease_token = ")
+                    .push_bind(request.lease_token)
+                    .push(" WHERE seq IN (");
+                if Self::IS_POSTGRES {
+                    claim.push("SELECT seq FROM chosen");
+                } else {
+                    push_choice(&mut claim);
+                }
+                claim.push(")");
+                let detail_columns = "d.id, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
+                     e.url, e.secret, ev.payload, ev.created_at AS event_created_at";
+                let rows = if Self::IS_POSTGRES {
+                    // One round trip: the leased rows joined with their
+                    // endpoints and events.
+                    claim.push(format!(
+                        " RETURNING seq, id, event_id, event_type, endpoint_id, attempts) \
+                         SELECT {detail_columns} FROM claimed d \
+                         JOIN endpoints e ON e.id = d.endpoint_id \
+                         JOIN events ev ON ev.id = d.event_id ORDER BY d.seq"
+                    ));
+                    claim.build().persistent(false).fetch_all(&self.write).await?
+                } else {
+                    // SQLite cannot join in RETURNING: the writer returns the
+                    // sequence numbers, and a reader (beside the writer, which
+                    // is the bottleneck) fetches what sending needs.
+                    claim.push(" RETURNING seq");
+                    let seqs: Vec<i64> = claim
+                        .build_query_scalar().persistent(false)
+                        .fetch_all(&self.write)
+                        .await?;
+                    if seqs.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let mut details = QueryBuilder::<$db>::new(format!(
+                        "SELECT {detail_columns} FROM deliveries d \
+                         JOIN endpoints e ON e.id = d.endpoint_id \
+                         JOIN events ev ON ev.id = d.event_id WHERE d.lease_token = "
+                    ));
+                    details.push_bind(request.lease_token).push(" AND d.seq IN (");
+                    let mut list = details.separated(", ");
+                    for seq in &seqs {
+                        list.push_bind(*seq);
+                    }
+                    details.push(") ORDER BY d.seq");
+                    details.build().persistent(false).fetch_all(&self.read).await?
+                };
                 rows.iter()
                     .map(|row| {
                         Ok(ClaimedDelivery {
@@ -1371,13 +1538,9 @@ macro_rules! impl_sql_store {
                     .collect()
             }
 
-            async fn record_attempts(
-                &self,
-                records: &[AttemptRecord],
-                health: &HealthPolicy,
-            ) -> anyhow::Result<Vec<HealthChange>> {
+            async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()> {
                 if records.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
                 let mut tx = self.write.begin().await?;
                 // Attempts whose delivery was deleted meanwhile (its endpoint
@@ -1404,7 +1567,7 @@ macro_rules! impl_sql_store {
                 insert.push(
                     ") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)",
                 );
-                insert.build().execute(&mut *tx).await?;
+                insert.build().persistent(false).execute(&mut *tx).await?;
                 // One statement moves every delivery on. Only the lease holder
                 // does: if its lease expired and another worker took over,
                 // that worker's outcome decides (the attempt is still logged).
@@ -1434,8 +1597,21 @@ macro_rules! impl_sql_store {
                 update.push(
                     ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2",
                 );
-                update.build().execute(&mut *tx).await?;
-                let changes = Self::update_health(&mut tx, records, health).await?;
+                update.build().persistent(false).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn fold_health(
+                &self,
+                summaries: &[HealthSummary],
+                health: &HealthPolicy,
+            ) -> anyhow::Result<Vec<HealthChange>> {
+                if summaries.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.write.begin().await?;
+                let changes = Self::update_health(&mut tx, summaries, health).await?;
                 Self::write_alerts(&mut tx, &changes, health).await?;
                 tx.commit().await?;
                 Ok(changes)
@@ -1444,12 +1620,14 @@ macro_rules! impl_sql_store {
             async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()> {
                 let mut tx = self.write.begin().await?;
                 for (delivery_id, token) in leases {
+                    // Due at once again (the claim had moved it to the lease's end).
                     sqlx::query(
-                        "UPDATE deliveries SET lease_until = NULL, lease_token = NULL \
+                        "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = $3 \
                          WHERE id = $1 AND lease_token = $2",
                     )
                     .bind(delivery_id)
                     .bind(token)
+                    .bind(crate::util::now_ms())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -1502,7 +1680,7 @@ macro_rules! impl_sql_store {
                 query
                     .push(" ORDER BY seq DESC LIMIT ")
                     .push_bind(filter.limit);
-                let rows = query.build().fetch_all(&self.read).await?;
+                let rows = query.build().persistent(false).fetch_all(&self.read).await?;
                 let mut deliveries = rows
                     .iter()
                     .map(Self::delivery_from)
@@ -1794,7 +1972,7 @@ macro_rules! impl_sql_store {
                     query.push(" AND id < ").push_bind(before);
                 }
                 query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
-                let rows = query.build().fetch_all(&self.read).await?;
+                let rows = query.build().persistent(false).fetch_all(&self.read).await?;
                 let mut events = rows
                     .iter()
                     .map(|row| {
@@ -1819,7 +1997,7 @@ macro_rules! impl_sql_store {
                 }
                 query.push(") ORDER BY seq");
                 let mut by_event: HashMap<String, Vec<EventDelivery>> = HashMap::new();
-                for row in query.build().fetch_all(&self.read).await? {
+                for row in query.build().persistent(false).fetch_all(&self.read).await? {
                     by_event.entry(row.try_get("event_id")?).or_default().push(EventDelivery {
                         delivery_id: row.try_get("id")?,
                         webhook_id: row.try_get("endpoint_id")?,
