@@ -3,6 +3,7 @@
 -- write on every claim and every recorded attempt.
 DROP INDEX deliveries_lease;
 
--- Alert transitions are worked out by the worker from the stored streak and
--- state; the batch token that used to mark a flip is no longer written.
-ALTER TABLE endpoints DROP COLUMN alert_flip;
+-- endpoints.alert_flip is no longer written (the worker works out alert
+-- transitions from the stored streak and state); it stays, unused, so that
+-- processes of the previous release still running against this database
+-- keep recording attempts until they are replaced.

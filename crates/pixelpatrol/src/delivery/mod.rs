@@ -69,6 +69,10 @@ pub struct Deliverer {
     retention: Duration,
     /// When the worker last showed it was alive.
     heartbeat: Heartbeat,
+    /// Recorded attempts not yet folded into endpoint health. One tally for
+    /// the worker and the endpoint test, so they are folded in the order
+    /// they were recorded.
+    health_tally: tokio::sync::Mutex<HealthTally>,
 }
 
 impl Deliverer {
@@ -94,6 +98,7 @@ impl Deliverer {
             disable_after: config.disable_after,
             retention: config.retention,
             heartbeat: Heartbeat::default(),
+            health_tally: tokio::sync::Mutex::default(),
         }))
     }
 
@@ -140,14 +145,10 @@ impl Deliverer {
         self.observe_attempt(delivery, &record);
         let records = std::slice::from_ref(&record);
         self.store.record_attempts(records).await?;
-        // Someone is testing this endpoint: its health shows the outcome now.
-        let mut tally = HealthTally::default();
-        tally.add(records);
-        let changes = self
-            .store
-            .fold_health(tally.summaries(), &self.health)
-            .await?;
-        alerts::report(&changes);
+        // Someone is testing this endpoint: its health shows the outcome now
+        // (after the attempts recorded before it).
+        self.health_tally.lock().await.add(records);
+        self.flush_health().await;
         if !matches!(record.next, NextStep::Succeeded) {
             self.wake();
         }
@@ -494,20 +495,21 @@ async fn maintenance_tick(deliverer: &Deliverer) -> anyhow::Result<()> {
 
 /// Writes attempt records in batches (one transaction for all that queued up
 /// meanwhile) and wakes the worker, since each write can unblock a lane; and
-/// every `HEALTH_FLUSH`, folds what was recorded into endpoint health.
+/// every `HEALTH_FLUSH` (at once after a 410 Gone, which disables), folds
+/// what was recorded into endpoint health.
 ///
 /// While the database is away, records are kept and retried. A record the
 /// working database refuses (poison) is dropped after a few tries: its lease
 /// expires and the delivery is sent again, a duplicate at worst, never a loss.
 async fn write_records(deliverer: Arc<Deliverer>, mut records: mpsc::Receiver<AttemptRecord>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
-    let mut tally = HealthTally::default();
+    let mut unfolded = false;
     let mut next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;
     loop {
         let received = tokio::select! {
             received = records.recv_many(&mut batch, RECORD_BATCH) => received,
-            _ = tokio::time::sleep_until(next_flush), if !tally.is_empty() => {
-                flush_health(&deliverer, &mut tally).await;
+            _ = tokio::time::sleep_until(next_flush), if unfolded => {
+                unfolded = !deliverer.flush_health().await;
                 next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;
                 continue;
             }
@@ -515,37 +517,52 @@ async fn write_records(deliverer: Arc<Deliverer>, mut records: mpsc::Receiver<At
         if received == 0 {
             break;
         }
-        write_batch(&deliverer, &records, &mut batch, &mut tally).await;
+        let gone = batch.iter().any(|record| record.status_code == Some(410));
+        write_batch(&deliverer, &records, &mut batch).await;
+        unfolded = true;
         batch.clear();
         deliverer.wake();
-        if tokio::time::Instant::now() >= next_flush {
-            flush_health(&deliverer, &mut tally).await;
+        if gone || tokio::time::Instant::now() >= next_flush {
+            unfolded = !deliverer.flush_health().await;
             next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;
         }
     }
-    flush_health(&deliverer, &mut tally).await;
+    for _ in 0..5 {
+        if deliverer.flush_health().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::error!("endpoint health of the last attempts could not be saved at shutdown");
 }
 
-/// Folds the tally into endpoint health; on failure it is kept (and keeps
-/// growing) for the next flush.
-async fn flush_health(deliverer: &Deliverer, tally: &mut HealthTally) {
-    if tally.is_empty() {
-        return;
-    }
-    match deliverer
-        .store
-        .fold_health(tally.summaries(), &deliverer.health)
-        .await
-    {
-        Ok(changes) => {
-            alerts::report(&changes);
-            if !changes.is_empty() {
-                // An alert was written, or an endpoint disabled.
-                deliverer.wake();
-            }
-            tally.clear();
+impl Deliverer {
+    /// Folds the tally into endpoint health; on failure it is kept (and keeps
+    /// growing) for the next flush. Whether it was folded.
+    async fn flush_health(&self) -> bool {
+        let mut tally = self.health_tally.lock().await;
+        if tally.is_empty() {
+            return true;
         }
-        Err(error) => tracing::error!(error = ?error, "updating endpoint health failed; retrying"),
+        match self
+            .store
+            .fold_health(tally.summaries(), &self.health)
+            .await
+        {
+            Ok(changes) => {
+                alerts::report(&changes);
+                if !changes.is_empty() {
+                    // An alert was written, or an endpoint disabled.
+                    self.wake();
+                }
+                tally.clear();
+                true
+            }
+            Err(error) => {
+                tracing::error!(error = ?error, "updating endpoint health failed; kept for the next try");
+                false
+            }
+        }
     }
 }
 
@@ -555,7 +572,6 @@ async fn write_batch(
     deliverer: &Deliverer,
     records: &mpsc::Receiver<AttemptRecord>,
     batch: &mut Vec<AttemptRecord>,
-    tally: &mut HealthTally,
 ) {
     let store = &deliverer.store;
     let mut backoff = Duration::from_millis(50);
@@ -563,7 +579,7 @@ async fn write_batch(
     loop {
         let error = match store.record_attempts(batch).await {
             Ok(()) => {
-                tally.add(batch);
+                deliverer.health_tally.lock().await.add(batch);
                 return;
             }
             Err(error) => error,
@@ -575,7 +591,11 @@ async fn write_batch(
             let mut refused = Vec::new();
             for record in batch.drain(..) {
                 match store.record_attempts(std::slice::from_ref(&record)).await {
-                    Ok(()) => tally.add(std::slice::from_ref(&record)),
+                    Ok(()) => deliverer
+                        .health_tally
+                        .lock()
+                        .await
+                        .add(std::slice::from_ref(&record)),
                     Err(_) => refused.push(record),
                 }
             }

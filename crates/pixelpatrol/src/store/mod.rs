@@ -316,8 +316,8 @@ pub struct HealthSummary {
     pub endpoint_id: String,
     /// Some attempt succeeded (the stored failure streak ends).
     pub had_success: bool,
-    /// Failures before the first success (all of them without one): they
-    /// continue the stored streak.
+    /// Failures before the first success, which continue the stored streak
+    /// (0 until a success comes: then `trailing_failures` counts them all).
     pub leading_failures: i64,
     /// The longest run of failures between two successes.
     pub longest_inner_streak: i64,
@@ -363,8 +363,10 @@ impl HealthSummary {
     /// alert transitions it went through on the way, given the stored streak
     /// and state. A run folded at once says the same as its attempts folded
     /// one by one, except that several failing spells between successes are
-    /// reported as one (the longest). Each transition comes with the streak
-    /// at that moment.
+    /// reported as one (the longest). Each `Failing` comes with the streak
+    /// seen: where the run continued the stored streak, that streak at the
+    /// run's first success; for a spell inside the run, its length; for the
+    /// run's trailing failures, their count at the flush.
     pub fn apply(
         &self,
         stored_failures: i64,
@@ -382,7 +384,9 @@ impl HealthSummary {
             return (streak, failing, transitions);
         }
         let leading = stored_failures + self.leading_failures;
-        if !failing && leading >= failing_after {
+        // Only failures of this run cross the threshold (a streak stored
+        // above it while healthy, after `--failing-after` was raised, does not).
+        if !failing && self.leading_failures > 0 && leading >= failing_after {
             transitions.push((HealthChangeKind::Failing, leading));
             failing = true;
         }
@@ -896,6 +900,34 @@ mod tests {
         assert_eq!(
             summary.last_failure.as_ref().map(|failure| failure.at),
             Some(8)
+        );
+    }
+
+    #[test]
+    fn only_failures_of_the_run_cross_the_threshold() {
+        let mut tally = HealthTally::default();
+        tally.add(&[record("wh", 1, true)]);
+        // A streak stored above the threshold while healthy (the threshold
+        // was raised since): a success ends it without alerts.
+        assert_eq!(tally.summaries()[0].apply(7, false, 3), (0, false, vec![]));
+        // Failing, then a success: recovered.
+        assert_eq!(
+            tally.summaries()[0].apply(7, true, 3),
+            (0, false, vec![(HealthChangeKind::Recovered, 0)])
+        );
+        let mut tally = HealthTally::default();
+        tally.add(&[record("wh", 1, false), record("wh", 2, true)]);
+        // Two stored + one failure reaches three, then the success.
+        assert_eq!(
+            tally.summaries()[0].apply(2, false, 3),
+            (
+                0,
+                false,
+                vec![
+                    (HealthChangeKind::Failing, 3),
+                    (HealthChangeKind::Recovered, 0)
+                ]
+            )
         );
     }
 

@@ -55,7 +55,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
             // Statement journals and sorts stay in memory instead of temporary
             // files; a larger page cache keeps the hot indexes resident.
             .pragma("temp_store", "memory")
@@ -117,6 +117,10 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
 /// WAL frames (4 KiB pages) after which the checkpointer makes the writer
 /// start the WAL over.
 const WAL_RESTART_FRAMES: i64 = 4096;
+/// How long the writer's RESTART checkpoint waits for readers.
+const RESTART_READER_WAIT: Duration = Duration::from_millis(50);
+/// How long a connection waits for a lock before answering busy.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Copies the WAL back into the database file from its own connection.
 ///
@@ -131,19 +135,16 @@ const WAL_RESTART_FRAMES: i64 = 4096;
 /// passive ones left and waits for readers, and its next transaction starts
 /// the WAL from the beginning.
 async fn checkpoint_wal(checkpointer: SqlitePool, writer: SqlitePool) {
+    // The WAL length at the last RESTART: an idle WAL is restarted once.
+    let mut restarted_at = None;
     while !writer.is_closed() {
         let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&checkpointer)
             .await;
         let result = match passive {
-            // On the writer's own connection, between its transactions: from
-            // another connection, a RESTART holding writers back makes a
-            // writer transaction that began with a read fail as busy.
-            Ok((_, frames, _)) if frames >= WAL_RESTART_FRAMES => {
-                sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                    .execute(&writer)
-                    .await
-                    .map(|_| ())
+            Ok((_, frames, _)) if frames >= WAL_RESTART_FRAMES && restarted_at != Some(frames) => {
+                restarted_at = Some(frames);
+                restart_wal(&writer).await
             }
             Ok(_) => Ok(()),
             Err(error) => Err(error),
@@ -155,6 +156,31 @@ async fn checkpoint_wal(checkpointer: SqlitePool, writer: SqlitePool) {
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
     }
     checkpointer.close().await;
+}
+
+/// A RESTART checkpoint on the writer's own connection, between its
+/// transactions: from another connection, holding writers back would make a
+/// writer transaction that began with a read fail as busy. It waits for
+/// readers at most `RESTART_READER_WAIT` (a long API read must not stall
+/// every write); if they are still there, the next try comes soon.
+async fn restart_wal(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut connection = writer.acquire().await?;
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        RESTART_READER_WAIT.as_millis()
+    ))
+    .execute(&mut *connection)
+    .await?;
+    let restart = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+        .execute(&mut *connection)
+        .await;
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        SQLITE_BUSY_TIMEOUT.as_millis()
+    ))
+    .execute(&mut *connection)
+    .await?;
+    restart.map(|_| ())
 }
 
 /// PostgreSQL, possibly shared by several `pixelpatrol serve` processes, which
@@ -234,6 +260,8 @@ impl std::fmt::Debug for MediaBatcher {
     }
 }
 
+/// Endpoints folded into health per statement (11 parameters each).
+const HEALTH_FOLD_CHUNK: usize = 500;
 /// Submission groups written at once on PostgreSQL.
 const PG_MEDIA_WRITERS: usize = 3;
 /// Submissions written in one transaction at most.
@@ -1421,7 +1449,7 @@ macro_rules! impl_sql_store {
                 );
                 // Which ranked candidates are taken: each endpoint's room,
                 // the earliest due first.
-                let push_choice = |claim: &mut QueryBuilder<'_, $db>| {
+                let push_choice = |claim: &mut QueryBuilder<'_, $db>, limit: i64| {
                     claim.push("SELECT seq FROM ranked WHERE place <= ");
                     if request.endpoint_room.is_empty() {
                         claim.push_bind(request.max_per_endpoint);
@@ -1441,21 +1469,33 @@ macro_rules! impl_sql_store {
                     }
                     claim
                         .push(" ORDER BY next_attempt_at, seq LIMIT ")
-                        .push_bind(request.limit);
+                        .push_bind(limit);
                 };
                 if Self::IS_POSTGRES {
                     // The search above locks nothing (locking every candidate
                     // it looked at took most of the database's time); only the
                     // chosen rows are locked, skipping those another process
-                    // holds. A row another process leased and committed
-                    // meanwhile is checked again here and left out.
+                    // holds. A row another process changed and committed
+                    // meanwhile (leased, recorded with a later retry, its
+                    // endpoint disabled) is checked again here and left out.
+                    // Processes searching at once find the same first rows:
+                    // choosing among more than needed, the limit applied
+                    // after skipping, leaves each of them a full batch.
                     claim.push(
                         ", chosen AS (SELECT seq FROM deliveries WHERE status = 'pending' \
-                         AND (lease_until IS NULL OR lease_until < ",
+                         AND EXISTS (SELECT 1 FROM endpoints e WHERE e.id = endpoint_id AND e.active) \
+                         AND next_attempt_at <= ",
                     );
-                    claim.push_bind(request.now_ms).push(") AND seq IN (");
-                    push_choice(&mut claim);
-                    claim.push(") FOR UPDATE SKIP LOCKED), claimed AS (");
+                    claim
+                        .push_bind(request.now_ms)
+                        .push(" AND (lease_until IS NULL OR lease_until < ")
+                        .push_bind(request.now_ms)
+                        .push(") AND seq IN (");
+                    push_choice(&mut claim, request.limit.saturating_mul(2));
+                    claim
+                        .push(") ORDER BY next_attempt_at, seq LIMIT ")
+                        .push_bind(request.limit)
+                        .push(" FOR UPDATE SKIP LOCKED), claimed AS (");
                 }
                 claim
                     .push("UPDATE deliveries SET lease_until = ")
@@ -1480,7 +1520,7 @@ macro_rules! impl_sql_store {
                 if Self::IS_POSTGRES {
                     claim.push("SELECT seq FROM chosen");
                 } else {
-                    push_choice(&mut claim);
+                    push_choice(&mut claim, request.limit);
                 }
                 claim.push(")");
                 let detail_columns = "d.id, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
@@ -1518,7 +1558,30 @@ macro_rules! impl_sql_store {
                         list.push_bind(*seq);
                     }
                     details.push(") ORDER BY d.seq");
-                    details.build().persistent(false).fetch_all(&self.read).await?
+                    match details.build().persistent(false).fetch_all(&self.read).await {
+                        Ok(rows) => rows,
+                        Err(error) => {
+                            // Nobody will send these: due again at once
+                            // rather than when the lease runs out.
+                            let mut release = QueryBuilder::<$db>::new(
+                                "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ",
+                            );
+                            release
+                                .push_bind(request.now_ms)
+                                .push(" WHERE lease_token = ")
+                                .push_bind(request.lease_token)
+                                .push(" AND seq IN (");
+                            let mut list = release.separated(", ");
+                            for seq in &seqs {
+                                list.push_bind(*seq);
+                            }
+                            release.push(")");
+                            if let Err(release_error) = release.build().persistent(false).execute(&self.write).await {
+                                tracing::warn!(error = ?release_error, "releasing unread claims failed; they are retried when their lease ends");
+                            }
+                            return Err(error).context("reading the claimed deliveries");
+                        }
+                    }
                 };
                 rows.iter()
                     .map(|row| {
@@ -1611,7 +1674,11 @@ macro_rules! impl_sql_store {
                     return Ok(Vec::new());
                 }
                 let mut tx = self.write.begin().await?;
-                let changes = Self::update_health(&mut tx, summaries, health).await?;
+                let mut changes = Vec::new();
+                // Chunks keep each statement under the bound-parameter limits.
+                for chunk in summaries.chunks(HEALTH_FOLD_CHUNK) {
+                    changes.extend(Self::update_health(&mut tx, chunk, health).await?);
+                }
                 Self::write_alerts(&mut tx, &changes, health).await?;
                 tx.commit().await?;
                 Ok(changes)
@@ -1620,7 +1687,8 @@ macro_rules! impl_sql_store {
             async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()> {
                 let mut tx = self.write.begin().await?;
                 for (delivery_id, token) in leases {
-                    // Due at once again (the claim had moved it to the lease's end).
+                    // Due at once again (on SQLite the claim had moved it to
+                    // the lease's end).
                     sqlx::query(
                         "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = $3 \
                          WHERE id = $1 AND lease_token = $2",
