@@ -1399,6 +1399,16 @@ macro_rules! impl_sql_store {
                 // large backlog costs nothing to the others' claims.
                 // PostgreSQL runs the per-endpoint search as a LATERAL join;
                 // SQLite, which has no LATERAL, as a correlated IN.
+                let push_skipped = |claim: &mut QueryBuilder<'_, $db>| {
+                    if !request.skip_endpoints.is_empty() {
+                        claim.push(" AND e.id NOT IN (");
+                        let mut ids = claim.separated(", ");
+                        for id in request.skip_endpoints {
+                            ids.push_bind(id.clone());
+                        }
+                        claim.push(")");
+                    }
+                };
                 let mut claim = QueryBuilder::<$db>::new(if Self::IS_POSTGRES {
                     "WITH candidates AS (SELECT d.seq, d.endpoint_id, d.next_attempt_at \
                      FROM endpoints e CROSS JOIN LATERAL (\
@@ -1420,27 +1430,33 @@ macro_rules! impl_sql_store {
                         ") AND NOT EXISTS (SELECT 1 FROM deliveries p \
                             WHERE p.endpoint_id = x.endpoint_id AND p.ordering_key = x.ordering_key \
                             AND p.status = 'pending' AND p.seq < x.seq) \
-                         AND (NOT e.strict_ordering OR NOT EXISTS (SELECT 1 FROM deliveries p \
-                            WHERE p.endpoint_id = x.endpoint_id AND p.status = 'pending' \
-                            AND p.seq < x.seq)) \
                          ORDER BY x.next_attempt_at, x.seq LIMIT ",
                     )
                     .push_bind(request.max_per_endpoint);
                 claim.push(if Self::IS_POSTGRES {
-                    ") d WHERE e.active"
+                    ") d WHERE e.active AND NOT e.strict_ordering"
                 } else {
-                    ") WHERE e.active"
+                    ") WHERE e.active AND NOT e.strict_ordering"
                 });
-                if !request.skip_endpoints.is_empty() {
-                    claim.push(" AND e.id NOT IN (");
-                    let mut ids = claim.separated(", ");
-                    for id in request.skip_endpoints {
-                        ids.push_bind(id.as_str());
-                    }
-                    claim.push(")");
-                }
+                push_skipped(&mut claim);
+                // A strict-order endpoint can only ever send its first
+                // pending delivery: it is looked up directly (the search
+                // above would test every due delivery of its backlog against
+                // the ones before it, at every claim).
                 claim
-                    .push(" ORDER BY d.next_attempt_at, d.seq LIMIT ")
+                    .push(
+                        " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
+                         FROM endpoints e JOIN deliveries h ON h.seq = (SELECT MIN(p.seq) \
+                            FROM deliveries p WHERE p.endpoint_id = e.id AND p.status = 'pending') \
+                         WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= ",
+                    )
+                    .push_bind(request.now_ms)
+                    .push(" AND (h.lease_until IS NULL OR h.lease_until < ")
+                    .push_bind(request.now_ms)
+                    .push(")");
+                push_skipped(&mut claim);
+                claim
+                    .push(" ORDER BY next_attempt_at, seq LIMIT ")
                     .push_bind(request.limit.saturating_mul(4));
                 claim.push(
                     "), ranked AS (SELECT seq, next_attempt_at, endpoint_id, ROW_NUMBER() OVER \
