@@ -437,19 +437,30 @@ async fn maintain(deliverer: Arc<Deliverer>, shutdown: CancellationToken) {
     deliverer.beat();
     let mut tick = tokio::time::interval(deliverer.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut queue_gauges_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
         deliverer.beat();
-        if let Err(error) = maintenance_tick(&deliverer).await {
+        if let Err(error) = maintenance_tick(&deliverer, &mut queue_gauges_due).await {
             tracing::warn!(error = ?error, "maintenance failed");
         }
     }
 }
 
-async fn maintenance_tick(deliverer: &Deliverer) -> anyhow::Result<()> {
+/// The queue gauges count every pending delivery: with a backlog of millions
+/// that is a second of database time. They are refreshed at most every
+/// `QUEUE_GAUGES_COST_RATIO` times the last count's duration, so counting
+/// never takes more than a small share of the database however deep the
+/// queue (at most every maintenance tick).
+const QUEUE_GAUGES_COST_RATIO: u32 = 40;
+
+async fn maintenance_tick(
+    deliverer: &Deliverer,
+    queue_gauges_due: &mut tokio::time::Instant,
+) -> anyhow::Result<()> {
     let store = &deliverer.store;
     store.maintain().await?;
     let now = now_ms();
@@ -486,7 +497,12 @@ async fn maintenance_tick(deliverer: &Deliverer) -> anyhow::Result<()> {
             "retention purged old delivery data"
         );
     }
+    if tokio::time::Instant::now() < *queue_gauges_due {
+        return Ok(());
+    }
+    let started = tokio::time::Instant::now();
     let (pending, oldest) = store.queue_stats().await?;
+    *queue_gauges_due = tokio::time::Instant::now() + started.elapsed() * QUEUE_GAUGES_COST_RATIO;
     metrics::gauge!("pixelpatrol_queue_depth").set(pending as f64);
     metrics::gauge!("pixelpatrol_oldest_pending_age_seconds")
         .set(oldest.map_or(0.0, |oldest| (now - oldest).max(0) as f64 / 1000.0));

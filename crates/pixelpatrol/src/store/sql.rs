@@ -1426,12 +1426,27 @@ macro_rules! impl_sql_store {
                     .push_bind(request.now_ms)
                     .push(" AND (x.lease_until IS NULL OR x.lease_until < ")
                     .push_bind(request.now_ms)
-                    .push(
+                    .push(if Self::IS_POSTGRES {
+                        // Written as a per-row lookup of the lane's first
+                        // pending delivery so that PostgreSQL seeks the lane
+                        // index on (endpoint, key) for each candidate (as an
+                        // anti-join it sometimes scanned the endpoint's whole
+                        // lane index per candidate instead), evaluated only
+                        // until the endpoint's cap is found. `<=` is `=` here
+                        // (the candidate is itself pending in its lane) but
+                        // lets the planner assume that many candidates pass,
+                        // as they do; with `=` it assumed almost none would
+                        // and read and sorted every due delivery first.
+                        ") AND x.seq <= (SELECT MIN(p.seq) FROM deliveries p \
+                            WHERE p.endpoint_id = x.endpoint_id AND p.ordering_key = x.ordering_key \
+                            AND p.status = 'pending') \
+                         ORDER BY x.next_attempt_at, x.seq LIMIT "
+                    } else {
                         ") AND NOT EXISTS (SELECT 1 FROM deliveries p \
                             WHERE p.endpoint_id = x.endpoint_id AND p.ordering_key = x.ordering_key \
                             AND p.status = 'pending' AND p.seq < x.seq) \
-                         ORDER BY x.next_attempt_at, x.seq LIMIT ",
-                    )
+                         ORDER BY x.next_attempt_at, x.seq LIMIT "
+                    })
                     .push_bind(request.max_per_endpoint);
                 claim.push(if Self::IS_POSTGRES {
                     ") d WHERE e.active AND NOT e.strict_ordering"
@@ -1444,12 +1459,22 @@ macro_rules! impl_sql_store {
                 // above would test every due delivery of its backlog against
                 // the ones before it, at every claim).
                 claim
-                    .push(
+                    .push(if Self::IS_POSTGRES {
+                        // LIMIT keeps the subquery from being flattened into
+                        // a join PostgreSQL may hash against a scan of the
+                        // whole table: it stays one index seek per endpoint.
+                        " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
+                         FROM endpoints e CROSS JOIN LATERAL (SELECT p.seq, p.endpoint_id, \
+                            p.next_attempt_at, p.lease_until FROM deliveries p \
+                            WHERE p.endpoint_id = e.id AND p.status = 'pending' \
+                            ORDER BY p.seq LIMIT 1) h \
+                         WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= "
+                    } else {
                         " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
                          FROM endpoints e JOIN deliveries h ON h.seq = (SELECT MIN(p.seq) \
                             FROM deliveries p WHERE p.endpoint_id = e.id AND p.status = 'pending') \
-                         WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= ",
-                    )
+                         WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= "
+                    })
                     .push_bind(request.now_ms)
                     .push(" AND (h.lease_until IS NULL OR h.lease_until < ")
                     .push_bind(request.now_ms)
@@ -1496,20 +1521,23 @@ macro_rules! impl_sql_store {
                     // endpoint disabled) is checked again here and left out.
                     // Processes searching at once find the same first rows:
                     // choosing among more than needed, the limit applied
-                    // after skipping, leaves each of them a full batch.
+                    // after skipping, leaves each of them a full batch. The
+                    // choice is handed over as an array so that the rows are
+                    // fetched by key whatever the statistics say (as `IN`,
+                    // the planner joined it against every due delivery).
                     claim.push(
                         ", chosen AS (SELECT seq FROM deliveries WHERE status = 'pending' \
-                         AND EXISTS (SELECT 1 FROM endpoints e WHERE e.id = endpoint_id AND e.active) \
+                         AND endpoint_id IN (SELECT id FROM endpoints WHERE active) \
                          AND next_attempt_at <= ",
                     );
                     claim
                         .push_bind(request.now_ms)
                         .push(" AND (lease_until IS NULL OR lease_until < ")
                         .push_bind(request.now_ms)
-                        .push(") AND seq IN (");
+                        .push(") AND seq = ANY(ARRAY(");
                     push_choice(&mut claim, request.limit.saturating_mul(2));
                     claim
-                        .push(") ORDER BY next_attempt_at, seq LIMIT ")
+                        .push(")) ORDER BY next_attempt_at, seq LIMIT ")
                         .push_bind(request.limit)
                         .push(" FOR UPDATE SKIP LOCKED), claimed AS (");
                 }
@@ -1724,7 +1752,7 @@ macro_rules! impl_sql_store {
                     let stale: Vec<String> = sqlx::query_scalar(
                         "SELECT relname::text FROM pg_stat_user_tables \
                          WHERE relname IN ('deliveries', 'delivery_attempts', 'events') \
-                         AND n_mod_since_analyze > GREATEST(1000, n_live_tup / 20)",
+                         AND n_mod_since_analyze > GREATEST(1000, n_live_tup / 10)",
                     )
                     .fetch_all(&self.write)
                     .await?;
