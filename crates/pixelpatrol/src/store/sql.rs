@@ -1462,7 +1462,10 @@ macro_rules! impl_sql_store {
                     .push(if Self::IS_POSTGRES {
                         // LIMIT keeps the subquery from being flattened into
                         // a join PostgreSQL may hash against a scan of the
-                        // whole table: it stays one index seek per endpoint.
+                        // whole table. Known problem: the planner may still
+                        // read it by walking the primary key from the oldest
+                        // delivery instead of seeking the (endpoint, seq)
+                        // pending index (seen in the ordering benchmark).
                         " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
                          FROM endpoints e CROSS JOIN LATERAL (SELECT p.seq, p.endpoint_id, \
                             p.next_attempt_at, p.lease_until FROM deliveries p \
