@@ -360,6 +360,17 @@ const ENDPOINT_COLUMNS: &str = "id, site_id, url, secret, events, active, descri
 const CHANGE_COLUMNS: &str = "id, site_id, url, consecutive_failures, disabled_reason, last_failure_at, \
      last_failure_class, last_failure_status, last_failure_message";
 const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, rule_group_id, ai_labels, applied_rules, processing_ms, created_at, updated_at, moderated_at";
+/// On PostgreSQL, the condition that picks endpoint `e`'s first pending
+/// delivery (as `p`). Written as `p.endpoint_id = e.id ... ORDER BY p.seq`,
+/// the planner may read the primary key (seq order) from the oldest delivery
+/// of all, filtering, until it meets the endpoint's head: it assumes pending
+/// rows are spread evenly over seq, where in a queue they are the newest
+/// (33,000 buffer reads a claim in the ordering benchmark). Matched as a range
+/// and ordered on, the endpoint needs an ascending (endpoint_id, seq) index,
+/// and the pending partial index is the only one (migration 0005).
+const PG_ENDPOINT_HEAD: &str = "p.endpoint_id >= e.id AND p.endpoint_id <= e.id \
+    AND p.status = 'pending' ORDER BY p.endpoint_id, p.seq LIMIT 1";
+
 const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, started_at, duration_ms, status_code, response_body, error_class, error_message, next_attempt_at";
 
@@ -1458,27 +1469,21 @@ macro_rules! impl_sql_store {
                 // pending delivery: it is looked up directly (the search
                 // above would test every due delivery of its backlog against
                 // the ones before it, at every claim).
+                let pg_strict_heads = format!(
+                    " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
+                     FROM endpoints e CROSS JOIN LATERAL (SELECT p.seq, p.endpoint_id, \
+                        p.next_attempt_at, p.lease_until FROM deliveries p \
+                        WHERE {PG_ENDPOINT_HEAD}) h \
+                     WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= "
+                );
                 claim
                     .push(if Self::IS_POSTGRES {
                         // LIMIT keeps the subquery from being flattened into
                         // a join PostgreSQL may hash against a scan of the
-                        // whole table. The endpoint is matched as a range
-                        // and ordered on: with `endpoint_id = e.id` the
-                        // planner drops the constant column from the order
-                        // and, the pending index being large for its rows
-                        // (a queue index churns), often prefers walking the
-                        // primary key from the oldest delivery of all until
-                        // it meets this endpoint's head (33,000 buffers a
-                        // claim in the ordering benchmark). The primary key
-                        // cannot give (endpoint, seq) order, so only the
-                        // (endpoint, seq) indexes remain cheap.
-                        " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
-                         FROM endpoints e CROSS JOIN LATERAL (SELECT p.seq, p.endpoint_id, \
-                            p.next_attempt_at, p.lease_until FROM deliveries p \
-                            WHERE p.endpoint_id >= e.id AND p.endpoint_id <= e.id \
-                            AND p.status = 'pending' \
-                            ORDER BY p.endpoint_id, p.seq LIMIT 1) h \
-                         WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= "
+                        // whole table. The head is looked up with
+                        // `PG_ENDPOINT_HEAD`: see there why it is not
+                        // `endpoint_id = e.id ORDER BY seq`.
+                        pg_strict_heads.as_str()
                     } else {
                         " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
                          FROM endpoints e JOIN deliveries h ON h.seq = (SELECT MIN(p.seq) \
@@ -2174,10 +2179,15 @@ macro_rules! impl_sql_store {
                 )
                 .fetch_one(&self.read)
                 .await?;
-                let oldest: Option<i64> = sqlx::query_scalar(
-                    "SELECT MIN((SELECT x.created_at FROM deliveries x WHERE x.endpoint_id = e.id \
-                     AND x.status = 'pending' ORDER BY x.seq LIMIT 1)) FROM endpoints e WHERE e.active",
-                )
+                let head = if Self::IS_POSTGRES {
+                    PG_ENDPOINT_HEAD
+                } else {
+                    "p.endpoint_id = e.id AND p.status = 'pending' ORDER BY p.seq LIMIT 1"
+                };
+                let oldest: Option<i64> = sqlx::query_scalar(&format!(
+                    "SELECT MIN((SELECT p.created_at FROM deliveries p WHERE {head})) \
+                     FROM endpoints e WHERE e.active"
+                ))
                 .fetch_one(&self.read)
                 .await?;
                 Ok((pending, oldest))
