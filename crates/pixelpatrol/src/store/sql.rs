@@ -366,8 +366,9 @@ const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_ur
 /// of all, filtering, until it meets the endpoint's head: it assumes pending
 /// rows are spread evenly over seq, where in a queue they are the newest
 /// (33,000 buffer reads a claim in the ordering benchmark). Matched as a range
-/// and ordered on, the endpoint needs an ascending (endpoint_id, seq) index,
-/// and the pending partial index is the only one (migration 0005).
+/// and ordered on, the endpoint needs an ascending (endpoint_id, seq) index to
+/// be read without a sort, and the pending partial index is the only one
+/// (migration 0005).
 const PG_ENDPOINT_HEAD: &str = "p.endpoint_id >= e.id AND p.endpoint_id <= e.id \
     AND p.status = 'pending' ORDER BY p.endpoint_id, p.seq LIMIT 1";
 
