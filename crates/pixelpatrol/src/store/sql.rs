@@ -1470,27 +1470,28 @@ macro_rules! impl_sql_store {
                 // pending delivery: it is looked up directly (the search
                 // above would test every due delivery of its backlog against
                 // the ones before it, at every claim).
-                let pg_strict_heads = format!(
-                    " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
-                     FROM endpoints e CROSS JOIN LATERAL (SELECT p.seq, p.endpoint_id, \
-                        p.next_attempt_at, p.lease_until FROM deliveries p \
-                        WHERE {PG_ENDPOINT_HEAD}) h \
-                     WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= "
-                );
-                claim
-                    .push(if Self::IS_POSTGRES {
-                        // LIMIT keeps the subquery from being flattened into
-                        // a join PostgreSQL may hash against a scan of the
-                        // whole table. The head is looked up with
-                        // `PG_ENDPOINT_HEAD`: see there why it is not
-                        // `endpoint_id = e.id ORDER BY seq`.
-                        pg_strict_heads.as_str()
-                    } else {
+                if Self::IS_POSTGRES {
+                    // LIMIT keeps the subquery from being flattened into a
+                    // join PostgreSQL may hash against a scan of the whole
+                    // table. The head is looked up with `PG_ENDPOINT_HEAD`:
+                    // see there why it is not `endpoint_id = e.id ORDER BY seq`.
+                    claim
+                        .push(
+                            " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
+                             FROM endpoints e CROSS JOIN LATERAL (SELECT p.seq, p.endpoint_id, \
+                                p.next_attempt_at, p.lease_until FROM deliveries p WHERE ",
+                        )
+                        .push(PG_ENDPOINT_HEAD)
+                        .push(") h ");
+                } else {
+                    claim.push(
                         " UNION ALL SELECT h.seq, h.endpoint_id, h.next_attempt_at \
                          FROM endpoints e JOIN deliveries h ON h.seq = (SELECT MIN(p.seq) \
-                            FROM deliveries p WHERE p.endpoint_id = e.id AND p.status = 'pending') \
-                         WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= "
-                    })
+                            FROM deliveries p WHERE p.endpoint_id = e.id AND p.status = 'pending') ",
+                    );
+                }
+                claim
+                    .push("WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= ")
                     .push_bind(request.now_ms)
                     .push(" AND (h.lease_until IS NULL OR h.lease_until < ")
                     .push_bind(request.now_ms)
