@@ -5,34 +5,12 @@
 //! sent by the delivery worker like any other, to an endpoint of the
 //! operator's own (hidden) site.
 
-use pixelpatrol_webhooks::{EndpointAlert, EventType, LastFailure, WebhookEvent};
+use pixelpatrol_webhooks::{EndpointAlert, LastFailure, WebhookEvent};
 
-use crate::store::{HealthChange, HealthChangeKind, NewEvent};
+use crate::model::{HealthChange, NewEvent};
 use crate::util::{new_id, rfc3339};
 
-/// The operator's own site: it holds the alert endpoint, is never listed and
-/// has no usable key.
-pub const OPERATOR_SITE_ID: &str = "site_operator";
-/// The endpoint alerts are delivered to.
-pub const ALERT_ENDPOINT_ID: &str = "wh_operator_alerts";
-
-impl HealthChangeKind {
-    pub fn event_type(self) -> EventType {
-        match self {
-            HealthChangeKind::Failing => EventType::EndpointFailing,
-            HealthChangeKind::Recovered => EventType::EndpointRecovered,
-            HealthChangeKind::Disabled => EventType::EndpointDisabled,
-        }
-    }
-
-    pub fn state(self) -> &'static str {
-        match self {
-            HealthChangeKind::Failing => "failing",
-            HealthChangeKind::Recovered => "healthy",
-            HealthChangeKind::Disabled => "disabled",
-        }
-    }
-}
+pub use crate::model::{ALERT_ENDPOINT_ID, OPERATOR_SITE_ID};
 
 /// The alert event for `change`, to the alert endpoint. Alerts about one
 /// endpoint form one ordered lane.

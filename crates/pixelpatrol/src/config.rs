@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
 
-use crate::delivery::retry::RetrySchedule;
+use crate::model::RetrySchedule;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {

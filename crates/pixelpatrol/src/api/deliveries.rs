@@ -7,10 +7,10 @@ use axum::{Json, Router};
 
 use super::webhooks::load_endpoint;
 use super::{Page, query};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{AppError, Result};
-use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, RetryOutcome};
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::error::{AppError, Result};
+use crate::model::{Delivery, DeliveryFilter, DeliveryStatus, RetryOutcome};
 use crate::util::now_ms;
 
 const MAX_PAGE: i64 = 250;

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 
 use super::sites::load_site;
 use super::{Page, parse_json, query};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{AppError, Result};
-use crate::store::{EventFilter, EventSummary, ResendOutcome};
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::error::{AppError, Result};
+use crate::model::{EventFilter, EventSummary, ResendOutcome};
 use crate::util::now_ms;
 
 const MAX_PAGE: i64 = 500;

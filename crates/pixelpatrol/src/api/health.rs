@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::sites::load_site;
 use super::webhooks::load_endpoint;
 use super::{ApiJson, query};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{AppError, Result};
-use crate::store::{Endpoint, RecoverOutcome, WindowFigures};
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::error::{AppError, Result};
+use crate::model::{Endpoint, RecoverOutcome, WindowFigures};
 use crate::util::{now_ms, rfc3339};
 
 pub fn router() -> Router<AppState> {

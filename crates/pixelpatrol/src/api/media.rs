@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 
 use super::validate::{no_control_characters, optional_text, web_url};
 use super::{ApiJson, Page, query};
-use crate::AppState;
-use crate::auth::{Caller, authenticate};
-use crate::error::{AppError, Result};
+use crate::api::AppState;
+use crate::api::auth::{Caller, authenticate};
+use crate::api::error::{AppError, Result};
+use crate::model::{AiLabels, Media, MediaFilter, NewEvent};
 use crate::moderation::{self, Verdict};
-use crate::store::{AiLabels, Media, MediaFilter, NewEvent};
 use crate::util::{new_id, now_ms, rfc3339};
 
 /// Largest text body accepted for moderation, in characters.
@@ -234,7 +234,15 @@ async fn review_media(
         AppError::invalid("status", "status must be approved, rejected or flagged")
     })?;
     let note = optional_text("note", input.note.as_deref(), 2000)?;
-    let decided = moderation::record_decision(&state, &media, verdict, note.as_deref()).await?;
+    let decided = moderation::record_decision(
+        state.store.as_ref(),
+        &state.deliverer,
+        &media,
+        verdict,
+        note.as_deref(),
+    )
+    .await?
+    .ok_or(AppError::NotFound("media"))?;
     Ok(Json(decided))
 }
 

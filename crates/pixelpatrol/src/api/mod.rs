@@ -1,7 +1,9 @@
 //! The HTTP API: one module per resource, each with its own `router()`.
-//! Every error answers with the one JSON shape of [`crate::error::AppError`].
+//! Every error answers with the one JSON shape of [`error::AppError`].
 
+pub mod auth;
 mod deliveries;
+pub mod error;
 mod events;
 mod health;
 mod media;
@@ -20,9 +22,23 @@ use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
 
-use crate::AppState;
+use crate::config::Config;
 use crate::config::Role;
-use crate::error::{AppError, Result};
+use crate::delivery::Deliverer;
+use crate::moderation::Moderator;
+use crate::store::DynStore;
+use error::{AppError, Result};
+use std::sync::Arc;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub config: Arc<Config>,
+    pub deliverer: Arc<Deliverer>,
+    pub moderator: Arc<Moderator>,
+    pub admin_token_hash: Arc<str>,
+}
 
 pub fn router(state: AppState) -> Router {
     // The recorder exists before the first request is counted.

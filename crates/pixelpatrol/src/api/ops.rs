@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
-use crate::AppState;
+use crate::api::AppState;
 use crate::util::now_ms;
 
 /// A readiness probe answers quickly, whatever the database does.

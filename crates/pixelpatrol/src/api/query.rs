@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use pixelpatrol_webhooks::{EventType, UnknownEventType};
 
-use crate::error::{AppError, Result};
+use crate::api::error::{AppError, Result};
 use crate::util::parse_rfc3339;
 
 /// A page's size when the request names none.

@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 use super::sites::load_site;
 use super::validate::{nullable, optional_text, text};
 use super::{ApiJson, Page};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{AppError, Result};
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::error::{AppError, Result};
+use crate::model::RuleGroup;
 use crate::moderation::rules::{RuleInput, TEMPLATES, validate_rules};
 use crate::moderation::template_group;
-use crate::store::RuleGroup;
 use crate::util::{new_id, now_ms};
 
 pub fn router() -> Router<AppState> {

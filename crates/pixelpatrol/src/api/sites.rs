@@ -9,13 +9,13 @@ use serde_json::{Value, json};
 
 use super::validate::{endpoint_url, nullable, optional_text, text, web_url};
 use super::{ApiJson, Page};
-use crate::AppState;
 use crate::alerts::OPERATOR_SITE_ID;
-use crate::auth::{Caller, new_site_key};
-use crate::error::{AppError, Result};
+use crate::api::AppState;
+use crate::api::auth::{Caller, new_site_key};
+use crate::api::error::{AppError, Result};
+use crate::model::Site;
 use crate::moderation::rules::DEFAULT_CONFIDENCE_THRESHOLD;
 use crate::moderation::template_group;
-use crate::store::Site;
 use crate::util::{new_id, new_webhook_secret, now_ms, sha256_hex};
 
 pub fn router() -> Router<AppState> {

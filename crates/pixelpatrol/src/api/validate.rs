@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Deserializer};
 
-use crate::delivery::target::{is_blocked, literal_ip};
-use crate::error::{AppError, Result};
+use crate::api::error::{AppError, Result};
+use crate::net::guard::{is_blocked, literal_ip};
 
 /// A required, trimmed, non-empty text of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String> {

@@ -12,10 +12,10 @@ use super::ApiJson;
 use super::Page;
 use super::sites::load_site;
 use super::validate::{endpoint_url, nullable, optional_text};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::{AppError, Result};
-use crate::store::{Endpoint, NewEvent, NextStep};
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::error::{AppError, Result};
+use crate::model::{Endpoint, NewEvent, NextStep};
 use crate::util::{new_id, new_webhook_secret, now_ms, rfc3339};
 
 pub fn router() -> Router<AppState> {

@@ -84,7 +84,7 @@ pub async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone());
-            crate::run(*config, listener, shutdown).await
+            crate::app::run(*config, listener, shutdown).await
         }
         Command::Models(ModelsCommand::Install(install)) => {
             let path = tokio::task::spawn_blocking(move || {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 use pixelpatrol_webhooks as signing;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
-use super::target::{BlockedTarget, DnsFailure, GuardedResolver, is_blocked, literal_ip};
-use crate::store::ClaimedDelivery;
+use crate::model::ClaimedDelivery;
+use crate::net::guard::{BlockedTarget, DnsFailure, GuardedResolver, is_blocked, literal_ip};
 use crate::util::now_ms;
 
 /// At most this much of a receiver's answer is kept in the delivery log.

@@ -1,53 +1,8 @@
 //! The analyzer interface: every analyzer turns one media item into labels.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-/// Category of the labels that say analysis is incomplete (an analyzer
-/// failed, timed out, had no model, or could not read the format). Such a
-/// label always flags the item: content is never let through unexamined.
-pub const ANALYSIS_CATEGORY: &str = "analysis";
-
-/// One finding about a media item.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Label {
-    pub name: String,
-    pub category: String,
-    /// 0 to 1.
-    pub confidence: f64,
-    /// The analyzer that produced it.
-    pub analyzer: String,
-    /// What the analyzer saw or why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-impl Label {
-    pub fn new(name: &str, category: &str, confidence: f64, analyzer: &str) -> Self {
-        Label {
-            name: name.into(),
-            category: category.into(),
-            confidence: round(confidence.clamp(0.0, 1.0)),
-            analyzer: analyzer.into(),
-            detail: None,
-        }
-    }
-
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-
-    /// An analyzer failed or timed out: the item goes to a human.
-    pub fn analyzer_failed(analyzer: &str, why: impl Into<String>) -> Self {
-        Label::new("analyzer_failed", ANALYSIS_CATEGORY, 1.0, analyzer).with_detail(why)
-    }
-}
-
-/// Six decimals are plenty for a confidence and keep payloads readable.
-fn round(value: f64) -> f64 {
-    (value * 1e6).round() / 1e6
-}
+pub use crate::model::moderation::{ANALYSIS_CATEGORY, Label};
 
 /// What analyzers see of a media item.
 #[derive(Debug, Clone)]

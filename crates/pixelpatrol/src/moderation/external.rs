@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::analyzer::{AnalysisInput, Analyzer, AnalyzerError, Label, read_capped};
-use crate::delivery::target::{GuardedResolver, is_blocked, literal_ip};
+use crate::net::guard::{GuardedResolver, is_blocked, literal_ip};
 use crate::util::now_ms;
 
 pub const ANALYZER: &str = "external";

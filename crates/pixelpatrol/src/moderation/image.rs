@@ -16,7 +16,7 @@ use super::analyzer::{
     ANALYSIS_CATEGORY, AnalysisInput, Analyzer, AnalyzerError, Label, error_chain, read_capped,
 };
 use super::nsfw::{NsfwClassifier, NsfwError};
-use crate::delivery::target::{GuardedResolver, is_blocked, literal_ip};
+use crate::net::guard::{GuardedResolver, is_blocked, literal_ip};
 
 pub const ANALYZER: &str = "image";
 /// Largest image fetched, in bytes.

@@ -12,6 +12,7 @@ pub mod external;
 pub mod image;
 pub mod nsfw;
 pub mod rules;
+pub mod templates;
 pub mod text;
 
 use std::sync::Arc;
@@ -22,13 +23,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
 use crate::config::Config;
 use crate::delivery::Deliverer;
-use crate::error::{AppError, Result};
-use crate::store::{
-    DecideOutcome, DecisionRecord, DynStore, Media, ModerationJob, NewEvent, RuleGroup, Site,
+use crate::model::{
+    DecideOutcome, DecisionRecord, Media, ModerationJob, NewEvent, RuleGroup, Site,
 };
+use crate::store::{DynStore, MediaStore};
 use crate::util::{Heartbeat, new_id, now_ms, rfc3339};
 use analyzer::{AnalysisInput, Analyzer, Label};
 use rules::RuleOutcome;
@@ -38,46 +38,7 @@ use rules::RuleOutcome;
 /// flagged for a person.
 const MAX_ANALYSIS_ATTEMPTS: i64 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Approved,
-    Rejected,
-    Flagged,
-}
-
-impl Verdict {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "approved" => Some(Verdict::Approved),
-            "rejected" => Some(Verdict::Rejected),
-            "flagged" => Some(Verdict::Flagged),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Approved => "approved",
-            Verdict::Rejected => "rejected",
-            Verdict::Flagged => "flagged",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecidedBy {
-    Manual,
-    Automatic,
-}
-
-impl DecidedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecidedBy::Manual => "manual",
-            DecidedBy::Automatic => "automatic",
-        }
-    }
-}
+pub use crate::model::moderation::{DecidedBy, Verdict};
 
 /// The `media.moderated` event for a decision about `media`.
 fn moderated_event(
@@ -127,16 +88,17 @@ fn moderated_event(
 
 /// Stores a person's decision about `media` and emits `media.moderated`,
 /// atomically. The event carries the labels and rule outcomes of the last
-/// analysis, if any.
+/// analysis, if any. `None`: the item is gone.
 pub async fn record_decision(
-    state: &AppState,
+    store: &dyn MediaStore,
+    deliverer: &Deliverer,
     media: &Media,
     verdict: Verdict,
     note: Option<&str>,
-) -> Result<Media> {
+) -> anyhow::Result<Option<Media>> {
     let now = now_ms();
     let event = moderated_event(
-        &state.deliverer,
+        deliverer,
         media,
         verdict,
         DecidedBy::Manual,
@@ -151,16 +113,15 @@ pub async fn record_decision(
         moderated_at: now,
         analysis: None,
     };
-    match state
-        .store
+    match store
         .decide_media(&media.id, &decision, &event, None)
         .await?
     {
         DecideOutcome::Decided(media) => {
-            state.deliverer.wake();
-            Ok(*media)
+            deliverer.wake();
+            Ok(Some(*media))
         }
-        _ => Err(AppError::NotFound("media")),
+        _ => Ok(None),
     }
 }
 

@@ -6,11 +6,10 @@
 //! Any failing `reject` rule rejects the item; otherwise any failing `flag`
 //! rule or gray area flags it; otherwise it is approved.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::Verdict;
 use super::analyzer::{ANALYSIS_CATEGORY, Label};
-use crate::error::{AppError, Result};
 use crate::util::new_id;
 
 /// How far below a rule's threshold a label still asks for review.
@@ -23,40 +22,8 @@ pub const MAX_RULES: usize = 100;
 const MAX_PATTERN_CHARS: usize = 1_000;
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleKind {
-    /// Fails when the label's confidence reaches the threshold.
-    Prohibition,
-    /// Fails unless the label's confidence reaches the threshold.
-    Requirement,
-    /// Fails when the regular expression matches the text body.
-    Pattern,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleAction {
-    Reject,
-    Flag,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rule {
-    pub id: String,
-    pub name: String,
-    pub kind: RuleKind,
-    /// The label a prohibition or requirement looks at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// Confidence in 0..=1; `None` uses the site's confidence threshold.
-    #[serde(default)]
-    pub threshold: Option<f64>,
-    /// The regular expression of a pattern rule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-    pub action: RuleAction,
-}
+pub use super::templates::{RuleTemplate, TEMPLATES, template_rules};
+pub use crate::model::moderation::{Rule, RuleAction, RuleKind, RuleOutcome};
 
 /// A rule as a client writes it: the id is optional (one is made).
 #[derive(Debug, Clone, Deserialize)]
@@ -71,11 +38,33 @@ pub struct RuleInput {
     pub action: RuleAction,
 }
 
+/// A rule a client wrote that cannot be used, naming the failing field
+/// (such as `rules[2].threshold`); the API answers it as a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RuleError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RuleError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        RuleError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        Some(&self.field)
+    }
+}
+
 /// Checks rules written by a client; errors name the failing field, such as
 /// `rules[2].threshold`.
-pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
+pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>, RuleError> {
     if inputs.len() > MAX_RULES {
-        return Err(AppError::invalid(
+        return Err(RuleError::new(
             "rules",
             format!("a rule group holds at most {MAX_RULES} rules"),
         ));
@@ -85,7 +74,7 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
         let field = |name: &str| format!("rules[{index}].{name}");
         let name = input.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(AppError::invalid(
+            return Err(RuleError::new(
                 field("name"),
                 "name must be 1 to 200 characters",
             ));
@@ -93,7 +82,7 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
         if let Some(threshold) = input.threshold
             && !(threshold.is_finite() && threshold > 0.0 && threshold <= 1.0)
         {
-            return Err(AppError::invalid(
+            return Err(RuleError::new(
                 field("threshold"),
                 "threshold must be a number above 0 and at most 1",
             ));
@@ -107,13 +96,13 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
                 {
-                    return Err(AppError::invalid(
+                    return Err(RuleError::new(
                         field("label"),
                         "a prohibition or requirement names a label: 1 to 100 letters, digits, '_', '-' or '.'",
                     ));
                 }
                 if input.pattern.is_some() {
-                    return Err(AppError::invalid(
+                    return Err(RuleError::new(
                         field("pattern"),
                         "only pattern rules have a pattern",
                     ));
@@ -122,21 +111,21 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
             }
             RuleKind::Pattern => {
                 let Some(pattern) = input.pattern else {
-                    return Err(AppError::invalid(
+                    return Err(RuleError::new(
                         field("pattern"),
                         "a pattern rule needs a regular expression",
                     ));
                 };
                 compile_pattern(&pattern)
-                    .map_err(|message| AppError::invalid(field("pattern"), message))?;
+                    .map_err(|message| RuleError::new(field("pattern"), message))?;
                 if input.label.is_some() {
-                    return Err(AppError::invalid(
+                    return Err(RuleError::new(
                         field("label"),
                         "pattern rules have no label",
                     ));
                 }
                 if input.threshold.is_some() {
-                    return Err(AppError::invalid(
+                    return Err(RuleError::new(
                         field("threshold"),
                         "pattern rules have no threshold",
                     ));
@@ -152,7 +141,7 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                 {
-                    return Err(AppError::invalid(
+                    return Err(RuleError::new(
                         field("id"),
                         "id must be 1 to 64 letters, digits, '_' or '-'",
                     ));
@@ -162,7 +151,7 @@ pub fn validate_rules(inputs: Vec<RuleInput>) -> Result<Vec<Rule>> {
             None => new_id("rule"),
         };
         if rules.iter().any(|rule| rule.id == id) {
-            return Err(AppError::invalid(
+            return Err(RuleError::new(
                 field("id"),
                 "rule ids must be unique in a group",
             ));
@@ -193,28 +182,6 @@ fn compile_pattern(pattern: &str) -> Result<regex::Regex, String> {
         .dfa_size_limit(PATTERN_SIZE_LIMIT)
         .build()
         .map_err(|error| format!("invalid regular expression: {error}"))
-}
-
-/// One rule's result, as `applied_rules` of `media.moderated` carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RuleOutcome {
-    pub rule_id: String,
-    pub name: String,
-    /// `prohibition`, `requirement`, `pattern`, or `system` for the built-in
-    /// check that every analyzer completed.
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub score: Option<f64>,
-    pub passed: bool,
-    /// Passed, but the score is within the gray area below the threshold:
-    /// the item is flagged for review.
-    #[serde(default)]
-    pub gray_area: bool,
-    pub action: RuleAction,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -323,108 +290,6 @@ pub fn decide(
         verdict,
         applied_rules: outcomes,
     }
-}
-
-/// A template: a ready-made rule for one label the built-in analyzers produce.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleTemplate {
-    pub key: &'static str,
-    pub name: &'static str,
-    pub kind: RuleKind,
-    pub label: &'static str,
-    pub action: RuleAction,
-    pub description: &'static str,
-}
-
-pub const TEMPLATES: &[RuleTemplate] = &[
-    RuleTemplate {
-        key: "explicit_images",
-        name: "No explicit images",
-        kind: RuleKind::Prohibition,
-        label: "adult",
-        action: RuleAction::Reject,
-        description: "Rejects images the NSFW model scores as explicit.",
-    },
-    RuleTemplate {
-        key: "explicit_text",
-        name: "No sexually explicit text",
-        kind: RuleKind::Prohibition,
-        label: "adult_content",
-        action: RuleAction::Reject,
-        description: "Rejects sexually explicit text.",
-    },
-    RuleTemplate {
-        key: "violence",
-        name: "No violent threats",
-        kind: RuleKind::Prohibition,
-        label: "violence",
-        action: RuleAction::Reject,
-        description: "Rejects threats and violent language.",
-    },
-    RuleTemplate {
-        key: "hate_speech",
-        name: "No hate speech",
-        kind: RuleKind::Prohibition,
-        label: "hate_speech",
-        action: RuleAction::Reject,
-        description: "Rejects slurs and dehumanising language.",
-    },
-    RuleTemplate {
-        key: "self_harm",
-        name: "Self-harm goes to a human",
-        kind: RuleKind::Prohibition,
-        label: "self_harm",
-        action: RuleAction::Flag,
-        description: "Flags talk of suicide or self-harm so a person can respond with care.",
-    },
-    RuleTemplate {
-        key: "drugs",
-        name: "Drug dealing goes to a human",
-        kind: RuleKind::Prohibition,
-        label: "drugs",
-        action: RuleAction::Flag,
-        description: "Flags drug sales and drug use for review.",
-    },
-    RuleTemplate {
-        key: "spam",
-        name: "No spam",
-        kind: RuleKind::Prohibition,
-        label: "spam",
-        action: RuleAction::Reject,
-        description: "Rejects spam: sales phrases, link farms, repetition.",
-    },
-    RuleTemplate {
-        key: "low_resolution",
-        name: "Low-resolution images go to a human",
-        kind: RuleKind::Prohibition,
-        label: "low_resolution",
-        action: RuleAction::Flag,
-        description: "Flags images too small to judge (shorter side under about 200 pixels).",
-    },
-    RuleTemplate {
-        key: "blurry",
-        name: "Blurry images go to a human",
-        kind: RuleKind::Prohibition,
-        label: "blurry",
-        action: RuleAction::Flag,
-        description: "Flags images too blurry to judge.",
-    },
-];
-
-/// The rules of the group a new site starts with: one per template.
-pub fn template_rules() -> Vec<Rule> {
-    TEMPLATES
-        .iter()
-        .map(|template| Rule {
-            id: new_id("rule"),
-            name: template.name.into(),
-            kind: template.kind,
-            label: Some(template.label.into()),
-            threshold: None,
-            pattern: None,
-            action: template.action,
-        })
-        .collect()
 }
 
 #[cfg(test)]

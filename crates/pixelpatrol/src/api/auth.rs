@@ -8,9 +8,9 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use subtle::ConstantTimeEq;
 
-use crate::AppState;
-use crate::error::{AppError, Result};
-use crate::store::Site;
+use crate::api::AppState;
+use crate::api::error::{AppError, Result};
+use crate::model::Site;
 use crate::util::{random_token, sha256_hex};
 
 /// Settings key of the stored admin token hash.

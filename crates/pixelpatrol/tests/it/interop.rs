@@ -4,12 +4,10 @@
 //! delivery succeeding is the proof. Needs Node.js and `npm ci` in
 //! tests/interop (the README's test command does it); fails otherwise.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{Backend, spawn_app};
+use crate::common::{Backend, spawn_app};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;

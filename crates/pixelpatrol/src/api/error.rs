@@ -39,6 +39,12 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<crate::moderation::rules::RuleError> for AppError {
+    fn from(error: crate::moderation::rules::RuleError) -> Self {
+        AppError::invalid(error.field, error.message)
+    }
+}
+
 impl AppError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Invalid {

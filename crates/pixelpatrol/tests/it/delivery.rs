@@ -1,12 +1,10 @@
 //! Webhook delivery end to end: real server, real database (both backends),
 //! real receivers on 127.0.0.1.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{Backend, Received, Receiver, Reply, spawn_app, spawn_app_with};
+use crate::common::{Backend, Received, Receiver, Reply, spawn_app, spawn_app_with};
 use pixelpatrol_webhooks::{Verifier, WebhookHeaders};
 use serde_json::{Value, json};
 
@@ -697,7 +695,7 @@ async fn graceful_shutdown_finishes_the_attempt_in_flight(backend: Backend) {
     assert!(receiver.requests()[0].answered.is_some());
 
     // After a restart, the log says it succeeded once and nothing is resent.
-    let app = common::spawn_app_on(db, |_| {}).await;
+    let app = crate::common::spawn_app_on(db, |_| {}).await;
     let log = app.deliveries(&site, &webhook, "").await;
     assert_eq!(log["data"][0]["status"], "succeeded", "{log:#}");
     assert_eq!(log["data"][0]["attempt_count"], 1);

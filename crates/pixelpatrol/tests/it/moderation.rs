@@ -2,14 +2,12 @@
 //! model, an external analyzer on 127.0.0.1), rule groups through the API,
 //! and `media.moderated` at a real receiver. Both backends.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{Backend, Receiver, Reply, TestApp, TestSite, serve_files, spawn_app_with};
 use axum::http::StatusCode;
-use common::{Backend, Receiver, Reply, TestApp, TestSite, serve_files, spawn_app_with};
 use pixelpatrol::Config;
 use serde_json::{Value, json};
 
@@ -475,9 +473,9 @@ fn fixture(name: &str) -> Vec<u8> {
 
 async fn images_are_scored_by_the_nsfw_model(backend: Backend) {
     assert!(
-        pixelpatrol::moderation::nsfw::is_installed(&common::model_dir()),
+        pixelpatrol::moderation::nsfw::is_installed(&crate::common::model_dir()),
         "the NSFW model is not installed in {}: run ./scripts/test (or `pixelpatrol models install --model-dir models`)",
-        common::model_dir().display()
+        crate::common::model_dir().display()
     );
     let app = app_with(backend, |config| {
         config.analyzer_timeout = Duration::from_secs(60)

@@ -2,16 +2,14 @@
 //! auto-disable and 410 Gone, dead-letter recovery, resend and the events
 //! list, retention, Prometheus metrics and readiness. Both backends.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
-use common::{
+use crate::common::{
     ADMIN_TOKEN, Backend, Received, Receiver, Reply, TestApp, TestSite, TestWebhook, spawn_app_with,
 };
+use axum::http::StatusCode;
 use pixelpatrol_webhooks::{Verifier, WebhookHeaders};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
@@ -679,7 +677,7 @@ async fn readyz_fails_when_the_database_is_unreachable() {
     let (status, body) = readyz(&app).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let name = app.db.name().to_string();
-    let mut admin = sqlx::PgConnection::connect(&common::postgres_admin_url())
+    let mut admin = sqlx::PgConnection::connect(&crate::common::postgres_admin_url())
         .await
         .unwrap();
     sqlx::raw_sql(&format!(

@@ -1,14 +1,12 @@
 //! The `pixelpatrol` binary as an operator runs it: killed mid-load it loses
 //! nothing, and SIGTERM stops it cleanly.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Backend, Receiver, Reply, TestApp, TestDb};
+use crate::common::{ADMIN_TOKEN, Backend, Receiver, Reply, TestApp, TestDb};
 use pixelpatrol_webhooks::{Verifier, WebhookHeaders};
 use tokio::process::{Child, Command};
 
@@ -70,7 +68,7 @@ async fn a_server_killed_during_analysis_decides_exactly_once_after_restart(back
         }
     })
     .await;
-    let model_dir = common::model_dir();
+    let model_dir = crate::common::model_dir();
     let settings = [
         ("PIXELPATROL_AUTO_MODERATION", "true"),
         ("PIXELPATROL_ANALYZER_TIMEOUT", "2s"),

@@ -2,8 +2,6 @@
 //! per test, on SQLite or PostgreSQL, and real HTTP receivers that record
 //! every request and answer as each test scripts them.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

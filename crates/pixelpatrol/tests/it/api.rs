@@ -1,9 +1,7 @@
 //! The HTTP API: authentication, tenant isolation, resources and bad input,
 //! through real HTTP on both backends.
 
-mod common;
-
-use common::{ADMIN_TOKEN, Backend, Receiver, spawn_app, spawn_app_with};
+use crate::common::{ADMIN_TOKEN, Backend, Receiver, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -653,22 +651,22 @@ async fn reviews_take_only_known_statuses(backend: Backend) {
 }
 
 async fn the_admin_token_is_generated_once_when_not_configured(backend: Backend) {
-    let db = std::sync::Arc::new(common::TestDb::create(backend).await);
+    let db = std::sync::Arc::new(crate::common::TestDb::create(backend).await);
     let store = pixelpatrol::store::connect(&db.url, 2).await.unwrap();
-    let (hash, token) = pixelpatrol::auth::admin_token_hash(&store, None)
+    let (hash, token) = pixelpatrol::api::auth::admin_token_hash(&store, None)
         .await
         .unwrap();
     let token = token.expect("a fresh token on first start");
     assert_eq!(hash, pixelpatrol::util::sha256_hex(&token));
     assert_ne!(hash, token, "only the hash is kept");
-    let (again, second) = pixelpatrol::auth::admin_token_hash(&store, None)
+    let (again, second) = pixelpatrol::api::auth::admin_token_hash(&store, None)
         .await
         .unwrap();
     assert_eq!(again, hash);
     assert!(second.is_none(), "shown only once");
 
     // The generated token works against a server on that database.
-    let app = common::spawn_app_on(db, |config| config.admin_token = None).await;
+    let app = crate::common::spawn_app_on(db, |config| config.admin_token = None).await;
     let (status, _) = app.get("/v1/sites", &token).await;
     assert_eq!(status, 200);
     let (status, _) = app.get("/v1/sites", ADMIN_TOKEN).await;

@@ -3,8 +3,6 @@
 //! `scripts/nsfw-reference/make_fixtures.py`; the model is installed by
 //! `scripts/test`. A missing model fails the test, it never skips.
 
-mod common;
-
 use pixelpatrol::moderation::image::{Detected, decode, detect_format};
 use pixelpatrol::moderation::nsfw::{MODEL_FILE, NsfwModel, is_installed};
 use serde::Deserialize;
@@ -28,7 +26,7 @@ struct Score {
 
 #[test]
 fn nsfw_scores_match_the_reference_package() {
-    let model_dir = common::model_dir();
+    let model_dir = crate::common::model_dir();
     assert!(
         is_installed(&model_dir),
         "the NSFW model is not installed in {}: run ./scripts/test (or `pixelpatrol models install --model-dir models`)",

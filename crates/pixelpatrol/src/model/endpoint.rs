@@ -1,0 +1,52 @@
+//! Webhook endpoints: where a site's events go, and what the server keeps
+//! of their health.
+
+use pixelpatrol_webhooks::EventType;
+use serde::Serialize;
+
+use super::{ser_ms, ser_ms_opt};
+
+/// The endpoint operator alerts are delivered to (on [`super::OPERATOR_SITE_ID`]).
+pub const ALERT_ENDPOINT_ID: &str = "wh_operator_alerts";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub site_id: String,
+    pub url: String,
+    #[serde(skip)]
+    pub secret: String,
+    pub events: Vec<EventType>,
+    pub active: bool,
+    pub description: Option<String>,
+    pub strict_ordering: bool,
+    /// Why the server disabled the endpoint (`410 Gone`, or failing too long).
+    pub disabled_reason: Option<String>,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub disabled_at: Option<i64>,
+    #[serde(skip)]
+    pub health: EndpointHealthState,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+}
+
+/// What the server keeps about an endpoint's recent attempts.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointHealthState {
+    pub consecutive_failures: i64,
+    /// When the current run of failures began.
+    pub failing_since: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_failure_at: Option<i64>,
+    pub last_failure_class: Option<String>,
+    pub last_failure_status: Option<i64>,
+    pub last_failure_message: Option<String>,
+}
+
+impl Endpoint {
+    pub fn subscribes_to(&self, event: EventType) -> bool {
+        self.events.contains(&event)
+    }
+}

@@ -1,0 +1,79 @@
+//! Media items, their moderation decisions and analysis jobs.
+
+use serde::Serialize;
+
+use super::moderation::{Label, RuleOutcome};
+use super::{ser_ms, ser_ms_opt};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Media {
+    pub id: String,
+    pub site_id: String,
+    pub app_media_id: Option<String>,
+    pub content_type: String,
+    pub content_url: Option<String>,
+    pub body: Option<String>,
+    pub metadata: serde_json::Value,
+    pub status: String,
+    pub review_note: Option<String>,
+    pub decided_by: Option<String>,
+    /// The rule group chosen at submission; `None` means the site's default.
+    pub rule_group_id: Option<String>,
+    pub ai_results: AiLabels,
+    pub applied_rules: Vec<RuleOutcome>,
+    /// Submission (or re-moderation request) to automatic decision.
+    pub processing_ms: Option<i64>,
+    #[serde(serialize_with = "ser_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub updated_at: i64,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub moderated_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AiLabels {
+    pub labels: Vec<Label>,
+}
+
+/// A decision to store with its `media.moderated` event.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub status: String,
+    pub decided_by: String,
+    pub note: Option<String>,
+    pub moderated_at: i64,
+    /// Automatic decisions: what analysis found, how the rules came out, how
+    /// long it took. Manual decisions keep what is stored.
+    pub analysis: Option<(Vec<Label>, Vec<RuleOutcome>, i64)>,
+}
+
+/// A moderation job leased to one worker.
+#[derive(Debug, Clone)]
+pub struct ModerationJob {
+    pub media: Media,
+    pub lease_token: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+    /// When the analysis was asked for (submission or re-moderation).
+    pub requested_at: i64,
+}
+
+#[derive(Debug)]
+pub enum DecideOutcome {
+    Decided(Box<Media>),
+    NotFound,
+    /// A person decided meanwhile; their decision stands.
+    ManuallyReviewed,
+    /// The job's lease ran out and another worker took it (or re-moderation
+    /// was asked for meanwhile): this result is dropped.
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MediaFilter {
+    pub status: Option<String>,
+    /// Only items with a smaller id (the page cursor).
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
