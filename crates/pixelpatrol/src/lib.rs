@@ -16,11 +16,10 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
-pub mod model;
 pub mod moderation;
 pub mod net;
 pub mod store;
-pub mod util;
 
 pub use app::run;
 pub use config::Config;
+pub use pixelpatrol_core::{model, util};

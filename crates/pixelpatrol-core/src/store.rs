@@ -1,0 +1,290 @@
+//! Storage: the roles the rest of the server asks of the database,
+//! implemented for SQLite (the embedded default) and PostgreSQL (shared by
+//! several processes for scale-out).
+//!
+//! The store owns the transactional outbox: every state change that emits an
+//! event writes the event and one delivery per subscribed endpoint in the same
+//! transaction, and workers claim due deliveries with leases, so a crash at
+//! any moment loses nothing.
+//!
+//! Layout: this module holds the roles only. Each backend is a crate
+//! (`pixelpatrol-store-sqlite`, `pixelpatrol-store-postgres`) holding what
+//! only that backend does (its connection set-up, its claim, its locks, its
+//! maintenance) in files of the same names, so that comparing the backends
+//! means comparing two files. What is the same on both is written once in
+//! `pixelpatrol-store/src/shared` and compiled into each backend crate,
+//! against that backend's database, so that each checks its statements
+//! against its own schema at compile time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord, Delivery,
+    DeliveryFilter, Endpoint, EventFilter, EventSummary, HealthChange, HealthFigures, HealthPolicy,
+    HealthSummary, Media, MediaFilter, ModerationJob, NewEvent, Purged, RecoverOutcome,
+    ResendOutcome, RetryOutcome, RuleGroup, Site,
+};
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Every role at once: what `run` opens and hands around. Components that
+/// need one role take that role (`&dyn Outbox`, …).
+pub trait Store:
+    Settings
+    + Sites
+    + Endpoints
+    + RuleGroups
+    + MediaStore
+    + ModerationQueue
+    + Outbox
+    + EndpointHealth
+    + DeliveryLog
+    + Retention
+    + Maintenance
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Settings
+        + Sites
+        + Endpoints
+        + RuleGroups
+        + MediaStore
+        + ModerationQueue
+        + Outbox
+        + EndpointHealth
+        + DeliveryLog
+        + Retention
+        + Maintenance
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Server-wide values kept in the database (the admin token's hash).
+#[async_trait]
+pub trait Settings: Send + Sync {
+    async fn get_setting(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// Stores the value unless the key exists; returns the value in force.
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> anyhow::Result<String>;
+}
+
+#[async_trait]
+pub trait Sites: Send + Sync {
+    /// Creates the site with its default rule group.
+    async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()>;
+    async fn list_sites(&self) -> anyhow::Result<Vec<Site>>;
+    async fn get_site(&self, id: &str) -> anyhow::Result<Option<Site>>;
+    async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>>;
+    /// Updates name, url, description, threshold and external analyzer.
+    async fn update_site(&self, site: &Site) -> anyhow::Result<bool>;
+    /// Deletes the site with everything of it.
+    async fn delete_site(&self, id: &str) -> anyhow::Result<bool>;
+}
+
+#[async_trait]
+pub trait Endpoints: Send + Sync {
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()>;
+    async fn list_endpoints(&self, site_id: &str) -> anyhow::Result<Vec<Endpoint>>;
+    async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>>;
+    /// Updates the endpoint; `active` is written only with `set_active` (so
+    /// an unrelated edit cannot undo a concurrent disable). Turning it back
+    /// on clears the disable, starts its health afresh and makes its
+    /// pending deliveries due now.
+    async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        set_active: bool,
+        now_ms: i64,
+    ) -> anyhow::Result<bool>;
+    async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
+}
+
+#[async_trait]
+pub trait RuleGroups: Send + Sync {
+    async fn list_rule_groups(&self, site_id: &str) -> anyhow::Result<Vec<RuleGroup>>;
+    async fn get_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<Option<RuleGroup>>;
+    async fn default_rule_group(&self, site_id: &str) -> anyhow::Result<Option<RuleGroup>>;
+    /// Stores a new group; when it is the default, the previous default
+    /// stops being one in the same transaction.
+    async fn create_rule_group(&self, group: &RuleGroup) -> anyhow::Result<()>;
+    async fn update_rule_group(&self, group: &RuleGroup) -> anyhow::Result<bool>;
+    /// Deletes a group that is not the site's default.
+    async fn delete_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
+}
+
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    /// Writes the media item, its `media.created` event and the deliveries in
+    /// one transaction, and its analysis job when `analyze` is set.
+    async fn create_media(
+        &self,
+        media: &Media,
+        event: &NewEvent,
+        analyze: bool,
+    ) -> anyhow::Result<()>;
+    async fn get_media(&self, id: &str) -> anyhow::Result<Option<Media>>;
+    /// A site's media, newest first.
+    async fn list_media(&self, site_id: &str, filter: &MediaFilter) -> anyhow::Result<Vec<Media>>;
+    /// Records a decision and its `media.moderated` event in one transaction.
+    /// With `job`, the job is removed in the same transaction (only its
+    /// lease holder can), and a manual decision already made is kept.
+    async fn decide_media(
+        &self,
+        media_id: &str,
+        decision: &DecisionRecord,
+        event: &NewEvent,
+        job: Option<&ModerationJob>,
+    ) -> anyhow::Result<DecideOutcome>;
+}
+
+/// Durable analysis jobs, leased to moderation workers.
+#[async_trait]
+pub trait ModerationQueue: Send + Sync {
+    /// Queues (or re-queues) analysis of an item; a lease held on it is
+    /// voided, so the running analysis's result is dropped.
+    async fn enqueue_moderation(&self, media_id: &str, now_ms: i64) -> anyhow::Result<()>;
+    /// Leases up to `limit` due moderation jobs.
+    async fn claim_moderation_jobs(
+        &self,
+        lease_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ModerationJob>>;
+}
+
+/// The delivery worker's side of the outbox: claim, record, give back.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Writes a test event with one delivery to `endpoint_id`, already leased
+    /// to the caller, who sends it at once.
+    async fn create_leased_delivery(
+        &self,
+        endpoint: &Endpoint,
+        event: &NewEvent,
+        delivery_id: &str,
+        lease_token: &str,
+        lease_until_ms: i64,
+    ) -> anyhow::Result<ClaimedDelivery>;
+    /// Leases up to `limit` due deliveries that are first in their lane, at
+    /// most `max_per_endpoint` (or the endpoint's room) for one endpoint, so
+    /// that every claimed delivery can be sent at once, well within its lease.
+    async fn claim_deliveries(
+        &self,
+        request: ClaimRequest<'_>,
+    ) -> anyhow::Result<Vec<ClaimedDelivery>>;
+    /// Records attempts and moves their deliveries on, in one transaction.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()>;
+    /// Gives leased deliveries back without an attempt (graceful shutdown).
+    async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()>;
+}
+
+#[async_trait]
+pub trait EndpointHealth: Send + Sync {
+    /// Folds recorded attempts into their endpoints' health, in one
+    /// transaction. An endpoint that answered `410 Gone` is disabled. State
+    /// changes are returned, and their alerts (when configured) are written
+    /// in the same transaction.
+    async fn fold_health(
+        &self,
+        summaries: &[HealthSummary],
+        health: &HealthPolicy,
+    ) -> anyhow::Result<Vec<HealthChange>>;
+    /// Disables active endpoints failing since before `failing_since_before`
+    /// with at least `min_dead` dead deliveries since; their pending
+    /// deliveries stay for recovery.
+    async fn disable_failing_endpoints(
+        &self,
+        now_ms: i64,
+        failing_since_before: i64,
+        min_dead: i64,
+        health: &HealthPolicy,
+    ) -> anyhow::Result<Vec<HealthChange>>;
+    /// Creates or updates the operator's alert endpoint (`None`: deactivates it).
+    async fn configure_alert_endpoint(
+        &self,
+        target: Option<(&str, &str)>,
+        now_ms: i64,
+    ) -> anyhow::Result<()>;
+    async fn endpoint_health(
+        &self,
+        endpoint_id: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<HealthFigures>;
+}
+
+/// What people read and redo of past deliveries.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    async fn list_deliveries(
+        &self,
+        endpoint_id: &str,
+        filter: &DeliveryFilter,
+    ) -> anyhow::Result<Vec<Delivery>>;
+    async fn get_delivery(
+        &self,
+        endpoint_id: &str,
+        delivery_id: &str,
+    ) -> anyhow::Result<Option<Delivery>>;
+    async fn retry_delivery(
+        &self,
+        endpoint_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<RetryOutcome>;
+    /// Re-queues dead deliveries created in `[since, until)`, oldest first.
+    async fn recover_deliveries(
+        &self,
+        endpoint_id: &str,
+        since_ms: i64,
+        until_ms: Option<i64>,
+        now_ms: i64,
+    ) -> anyhow::Result<RecoverOutcome>;
+    /// New deliveries of an existing event to the site's subscribed active
+    /// endpoints, or to the one named.
+    async fn resend_event(
+        &self,
+        site_id: &str,
+        event_id: &str,
+        endpoint_id: Option<&str>,
+        now_ms: i64,
+    ) -> anyhow::Result<ResendOutcome>;
+    async fn list_events(
+        &self,
+        site_id: &str,
+        filter: &EventFilter,
+    ) -> anyhow::Result<Vec<EventSummary>>;
+}
+
+#[async_trait]
+pub trait Retention: Send + Sync {
+    /// One bounded step of retention: up to `batch` attempts and `batch`
+    /// events (with their finished deliveries) older than `cutoff`; events
+    /// with pending deliveries are kept.
+    async fn purge_step(&self, cutoff_ms: i64, batch: i64) -> anyhow::Result<Purged>;
+}
+
+/// The database's own upkeep and what operations ask of it.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Pending deliveries in all and the oldest one's creation time.
+    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)>;
+    /// Applied migrations against those this build knows.
+    async fn migration_status(&self) -> anyhow::Result<(i64, i64)>;
+    /// Connections open and idle in the pools.
+    fn pool_stats(&self) -> (u32, u32);
+    /// Keeps the planner's statistics current. Queue tables grow from empty
+    /// to millions of rows faster than autovacuum looks at them (once a
+    /// minute), and a plan made from an empty table's numbers can turn a
+    /// 10 ms claim into a 10 s one. Called by the worker every few seconds.
+    async fn maintain(&self) -> anyhow::Result<()>;
+}

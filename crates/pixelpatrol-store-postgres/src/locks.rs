@@ -1,0 +1,92 @@
+//! How concurrent writers are kept apart on PostgreSQL, where several
+//! transactions (and several processes) write at once. SQLite's file of the
+//! same name says why it needs none of this.
+
+use pixelpatrol_store::rows::{DeliveryRow, LeasedJobRow};
+
+use super::Db;
+
+/// The end of the fold's read of stored endpoint health: the rows stay
+/// locked until commit, so the transitions are worked out exactly. NO KEY
+/// UPDATE: a submission inserting deliveries holds a key-share lock on each
+/// endpoint row (the foreign key); FOR UPDATE would conflict with it, and
+/// the two, taking many endpoints in different orders, deadlocked.
+pub(super) const FOLD_READ_ORDER: &str = ") ORDER BY id FOR NO KEY UPDATE";
+
+/// Sequence numbers are handed out before commit, so two concurrent
+/// transactions could commit in the opposite order of their numbers. For
+/// strict-order endpoints that would let a later event overtake an earlier
+/// one, so writers to such an endpoint take turns. Sorted ids keep two
+/// writers from waiting on each other.
+pub(super) async fn lock_strict_endpoints(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    endpoint_ids: &[&str],
+) -> anyhow::Result<()> {
+    let mut strict = endpoint_ids.to_vec();
+    strict.sort_unstable();
+    strict.dedup();
+    for endpoint_id in strict {
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext($1))", endpoint_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A claim still in progress holds the endpoint's pending rows; waiting for
+/// it makes its leases visible to recover's check for busy lanes.
+pub(super) async fn wait_for_claims(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    endpoint_id: &str,
+) -> anyhow::Result<()> {
+    sqlx::query!(
+        "SELECT seq FROM deliveries WHERE endpoint_id = $1 AND status = 'pending' FOR UPDATE",
+        endpoint_id
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A delivery retried by hand, locked while its lane is checked.
+pub(super) async fn delivery_for_retry(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    endpoint_id: &str,
+    delivery_id: &str,
+) -> anyhow::Result<Option<DeliveryRow>> {
+    Ok(sqlx::query_as!(
+        DeliveryRow,
+        r#"SELECT seq AS "seq!", id, event_id, event_type, endpoint_id, site_id, ordering_key, status,
+           attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at
+           FROM deliveries WHERE endpoint_id = $1 AND id = $2 FOR UPDATE"#,
+        endpoint_id,
+        delivery_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Leases up to `limit` due analysis jobs; workers of several processes
+/// lease different ones.
+pub(super) async fn lease_moderation_jobs(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    lease_token: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<LeasedJobRow>> {
+    Ok(sqlx::query_as!(
+        LeasedJobRow,
+        "UPDATE moderation_jobs SET lease_token = $1, leased_until = $2, attempts = attempts + 1 \
+         WHERE media_id IN (SELECT media_id FROM moderation_jobs \
+           WHERE due_at <= $3 AND (leased_until IS NULL OR leased_until < $3) \
+           ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         RETURNING media_id, attempts, created_at",
+        lease_token,
+        lease_until_ms,
+        now_ms,
+        limit
+    )
+    .fetch_all(&mut **tx)
+    .await?)
+}

@@ -1,0 +1,62 @@
+//! PostgreSQL's upkeep: the planner's statistics, migrations, pool figures.
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+
+use super::PostgresStore;
+use pixelpatrol_core::store::Maintenance;
+
+/// The migrations this build applies on start.
+pub(super) fn migrator() -> Migrator {
+    sqlx::migrate!("./migrations")
+}
+
+#[async_trait]
+impl Maintenance for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
+        let pending = self.pending_deliveries().await?;
+        // The head lookup of the claim (`claim::ENDPOINT_HEAD`, which says
+        // why it is written so).
+        let oldest = sqlx::query_scalar!(
+            r#"SELECT MIN((SELECT p.created_at FROM deliveries p
+                 WHERE p.endpoint_id >= e.id AND p.endpoint_id <= e.id AND p.status = 'pending'
+                 ORDER BY p.endpoint_id, p.seq LIMIT 1))
+               AS "oldest: i64" FROM endpoints e WHERE e.active"#
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok((pending, oldest))
+    }
+
+    async fn migration_status(&self) -> anyhow::Result<(i64, i64)> {
+        let known = migrator().migrations.len() as i64;
+        Ok((self.applied_migrations().await?, known))
+    }
+
+    fn pool_stats(&self) -> (u32, u32) {
+        (self.write.size(), self.write.num_idle() as u32)
+    }
+
+    /// ANALYZE of the queue tables once a tenth of their rows changed
+    /// (autovacuum looks too seldom for tables that grow this fast).
+    async fn maintain(&self) -> anyhow::Result<()> {
+        let stale = sqlx::query_scalar!(
+            r#"SELECT relname::text AS "table!" FROM pg_stat_user_tables
+             WHERE relname IN ('deliveries', 'delivery_attempts', 'events')
+             AND n_mod_since_analyze > GREATEST(1000, n_live_tup / 10)"#
+        )
+        .fetch_all(&self.write)
+        .await?;
+        for table in stale {
+            // The names come from the fixed list above.
+            sqlx::query(&format!("ANALYZE {table}"))
+                .execute(&self.write)
+                .await?;
+        }
+        Ok(())
+    }
+}

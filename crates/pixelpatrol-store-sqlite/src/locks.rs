@@ -1,0 +1,71 @@
+//! How concurrent writers are kept apart on SQLite: they are not concurrent.
+//! Every write goes through the one writer connection, one transaction at a
+//! time, so what PostgreSQL locks (see `pixelpatrol-store-postgres`'s
+//! `locks.rs`, the file of the same name) needs nothing here, and the
+//! statements read rows without a locking clause.
+
+use pixelpatrol_store::rows::{DeliveryRow, LeasedJobRow};
+
+use super::Db;
+
+/// The end of the fold's read of stored endpoint health.
+pub(super) const FOLD_READ_ORDER: &str = ") ORDER BY id";
+
+/// Sequence numbers are handed out in commit order by the single writer:
+/// strict-order endpoints need no turn-taking.
+pub(super) async fn lock_strict_endpoints(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _endpoint_ids: &[&str],
+) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// A claim is one write transaction: when recover runs, none is half done.
+pub(super) async fn wait_for_claims(
+    _tx: &mut sqlx::Transaction<'static, Db>,
+    _endpoint_id: &str,
+) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// A delivery retried by hand, read inside the retry's transaction.
+pub(super) async fn delivery_for_retry(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    endpoint_id: &str,
+    delivery_id: &str,
+) -> anyhow::Result<Option<DeliveryRow>> {
+    Ok(sqlx::query_as!(
+        DeliveryRow,
+        r#"SELECT seq AS "seq!", id, event_id, event_type, endpoint_id, site_id, ordering_key, status,
+           attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at
+           FROM deliveries WHERE endpoint_id = $1 AND id = $2"#,
+        endpoint_id,
+        delivery_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Leases up to `limit` due analysis jobs.
+pub(super) async fn lease_moderation_jobs(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    lease_token: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<LeasedJobRow>> {
+    Ok(sqlx::query_as!(
+        LeasedJobRow,
+        "UPDATE moderation_jobs SET lease_token = $1, leased_until = $2, attempts = attempts + 1 \
+         WHERE media_id IN (SELECT media_id FROM moderation_jobs \
+           WHERE due_at <= $3 AND (leased_until IS NULL OR leased_until < $3) \
+           ORDER BY due_at LIMIT $4) \
+         RETURNING media_id, attempts, created_at",
+        lease_token,
+        lease_until_ms,
+        now_ms,
+        limit
+    )
+    .fetch_all(&mut **tx)
+    .await?)
+}

@@ -1,0 +1,53 @@
+//! SQLite's upkeep: the planner's statistics, migrations, pool figures.
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+
+use super::SqliteStore;
+use pixelpatrol_core::store::Maintenance;
+
+/// The migrations this build applies on start.
+pub(super) fn migrator() -> Migrator {
+    sqlx::migrate!("./migrations")
+}
+
+#[async_trait]
+impl Maintenance for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
+        let pending = self.pending_deliveries().await?;
+        // SQLite's MIN over the (endpoint, seq) pending index is one seek
+        // per endpoint.
+        let oldest = sqlx::query_scalar!(
+            r#"SELECT MIN((SELECT p.created_at FROM deliveries p
+                 WHERE p.endpoint_id = e.id AND p.status = 'pending' ORDER BY p.seq LIMIT 1))
+               AS "oldest: i64" FROM endpoints e WHERE e.active"#
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok((pending, oldest))
+    }
+
+    async fn migration_status(&self) -> anyhow::Result<(i64, i64)> {
+        let known = migrator().migrations.len() as i64;
+        Ok((self.applied_migrations().await?, known))
+    }
+
+    fn pool_stats(&self) -> (u32, u32) {
+        (
+            self.write.size() + self.read.size(),
+            (self.write.num_idle() + self.read.num_idle()) as u32,
+        )
+    }
+
+    /// SQLite keeps its statistics itself when asked to.
+    async fn maintain(&self) -> anyhow::Result<()> {
+        // A PRAGMA: SQLite cannot describe its result, so it is not checked
+        // at compile time (nor are the WAL PRAGMAs in `wal.rs`).
+        sqlx::query("PRAGMA optimize").execute(&self.write).await?;
+        Ok(())
+    }
+}

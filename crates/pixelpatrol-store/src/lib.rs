@@ -1,0 +1,12 @@
+//! What PixelPatrol's two storage backends share, written once: the rows as
+//! the database returns them ([`rows`]), group commit for submissions
+//! ([`batcher`]), and in `src/shared/` the statements that are the same on
+//! both. `shared/` is not compiled here: each backend crate compiles it
+//! (`#[path]`) against its own database type, so that `sqlx::query!` checks
+//! every statement against that backend's schema, and each backend keeps its
+//! own `.sqlx` data. Nothing in `shared/` asks which backend it runs on;
+//! where a statement must differ, the backend's `locks.rs` or `claim.rs`
+//! holds it.
+
+pub mod batcher;
+pub mod rows;

@@ -1,0 +1,132 @@
+//! Webhook endpoints (shared by both backends: compiled into each).
+
+use async_trait::async_trait;
+use pixelpatrol_core::model::Endpoint;
+use pixelpatrol_core::store::Endpoints;
+use pixelpatrol_store::rows::{EndpointRow, join_events};
+
+use super::BackendStore;
+
+#[async_trait]
+impl Endpoints for BackendStore {
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()> {
+        let events = join_events(&endpoint.events);
+        sqlx::query!(
+            "INSERT INTO endpoints (id, site_id, url, secret, events, active, description, \
+             strict_ordering, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            endpoint.id,
+            endpoint.site_id,
+            endpoint.url,
+            endpoint.secret,
+            events,
+            endpoint.active,
+            endpoint.description,
+            endpoint.strict_ordering,
+            endpoint.created_at,
+            endpoint.updated_at,
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_endpoints(&self, site_id: &str) -> anyhow::Result<Vec<Endpoint>> {
+        let rows = sqlx::query_as!(
+            EndpointRow,
+            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
+             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
+             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
+             created_at, updated_at \
+             FROM endpoints WHERE site_id = $1 ORDER BY created_at, id",
+            site_id
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(Endpoint::try_from).collect()
+    }
+
+    async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>> {
+        let row = sqlx::query_as!(
+            EndpointRow,
+            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
+             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
+             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
+             created_at, updated_at \
+             FROM endpoints WHERE site_id = $1 AND id = $2",
+            site_id,
+            id
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        set_active: bool,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let reactivated = set_active && endpoint.active && {
+            let was = sqlx::query_scalar!(
+                "SELECT active FROM endpoints WHERE id = $1 AND site_id = $2",
+                endpoint.id,
+                endpoint.site_id
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            was == Some(false)
+        };
+        let events = join_events(&endpoint.events);
+        // The right-hand `active` is the value before the update.
+        let result = sqlx::query!(
+            "UPDATE endpoints SET url = $1, secret = $2, events = $3, \
+             description = $5, strict_ordering = $6, updated_at = $7, \
+             disabled_reason = CASE WHEN $10 AND $4 THEN NULL ELSE disabled_reason END, \
+             disabled_at = CASE WHEN $10 AND $4 THEN NULL ELSE disabled_at END, \
+             consecutive_failures = CASE WHEN $10 AND $4 AND NOT active THEN 0 ELSE consecutive_failures END, \
+             failing_since = CASE WHEN $10 AND $4 AND NOT active THEN NULL ELSE failing_since END, \
+             alert_state = CASE WHEN $10 AND $4 AND NOT active THEN 'healthy' ELSE alert_state END, \
+             active = CASE WHEN $10 THEN $4 ELSE active END \
+             WHERE id = $8 AND site_id = $9",
+            endpoint.url,
+            endpoint.secret,
+            events,
+            endpoint.active,
+            endpoint.description,
+            endpoint.strict_ordering,
+            endpoint.updated_at,
+            endpoint.id,
+            endpoint.site_id,
+            set_active,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if reactivated {
+            // What waited for the endpoint goes now, in its order.
+            sqlx::query!(
+                "UPDATE deliveries SET next_attempt_at = $2 \
+                 WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > $2",
+                endpoint.id,
+                now_ms
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool> {
+        let result = sqlx::query!(
+            "DELETE FROM endpoints WHERE id = $1 AND site_id = $2",
+            id,
+            site_id
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,271 @@
+//! The outbox (shared by both backends: compiled into each): events and
+//! their deliveries written inside the transaction of the change that caused
+//! them, and the worker's record of each attempt. The claim differs per
+//! backend and lives in the backend's `claim.rs`.
+
+use async_trait::async_trait;
+use pixelpatrol_webhooks::EventType;
+use sqlx::QueryBuilder;
+
+use super::{BackendStore, Db, locks};
+use pixelpatrol_core::model::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryStatus, Endpoint, NewEvent, NextStep,
+};
+use pixelpatrol_core::store::Outbox;
+use pixelpatrol_store::rows::{ATTEMPT_COLUMNS, EndpointRow};
+
+/// Events, and deliveries, written per statement (SQLite's bound-parameter
+/// limit).
+const EVENT_CHUNK: usize = 1000;
+const DELIVERY_CHUNK: usize = 2000;
+
+/// A delivery's status and due time after an attempt.
+fn next_step_columns(next: NextStep) -> (&'static str, Option<i64>) {
+    match next {
+        NextStep::Succeeded => (DeliveryStatus::Succeeded.as_str(), None),
+        NextStep::RetryAt(at) => (DeliveryStatus::Pending.as_str(), Some(at)),
+        NextStep::Dead => (DeliveryStatus::Failed.as_str(), None),
+    }
+}
+
+impl BackendStore {
+    /// Writes an event and one pending delivery per given endpoint, inside
+    /// the caller's transaction (the outbox write).
+    pub(super) async fn insert_event(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        event: &NewEvent,
+        endpoints: &[&Endpoint],
+        leased: Option<(&str, &str, i64)>,
+    ) -> anyhow::Result<()> {
+        Self::insert_events(tx, &[(event, endpoints)], leased).await
+    }
+
+    /// Writes events and their deliveries with a few multi-row statements,
+    /// inside the caller's transaction.
+    pub(super) async fn insert_events(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        events: &[(&NewEvent, &[&Endpoint])],
+        leased: Option<(&str, &str, i64)>,
+    ) -> anyhow::Result<()> {
+        Self::insert_events_with(tx, events, leased, true).await
+    }
+
+    /// As `insert_events`; without `write_event_rows` only the deliveries
+    /// are written (the events exist: a resend).
+    pub(super) async fn insert_events_with(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        events: &[(&NewEvent, &[&Endpoint])],
+        leased: Option<(&str, &str, i64)>,
+        write_event_rows: bool,
+    ) -> anyhow::Result<()> {
+        let strict: Vec<&str> = events
+            .iter()
+            .flat_map(|(_, endpoints)| endpoints.iter())
+            .filter(|endpoint| endpoint.strict_ordering)
+            .map(|endpoint| endpoint.id.as_str())
+            .collect();
+        if !strict.is_empty() {
+            locks::lock_strict_endpoints(tx, &strict).await?;
+        }
+        for chunk in events.chunks(EVENT_CHUNK).filter(|_| write_event_rows) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO events (id, site_id, event_type, media_id, payload, created_at) ",
+            );
+            insert.push_values(chunk, |mut values, (event, _)| {
+                values
+                    .push_bind(&event.id)
+                    .push_bind(&event.site_id)
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(&event.media_id)
+                    .push_bind(&event.payload)
+                    .push_bind(event.created_at);
+            });
+            insert.build().persistent(false).execute(&mut **tx).await?;
+        }
+        let deliveries: Vec<(&NewEvent, &Endpoint)> = events
+            .iter()
+            .flat_map(|(event, endpoints)| {
+                endpoints.iter().map(move |endpoint| (*event, *endpoint))
+            })
+            .collect();
+        for chunk in deliveries.chunks(DELIVERY_CHUNK) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO deliveries (id, event_id, endpoint_id, site_id, event_type, \
+                 ordering_key, status, attempts, next_attempt_at, lease_until, lease_token, \
+                 created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut values, (event, endpoint)| {
+                let id = match leased {
+                    Some((delivery_id, _, _)) => delivery_id.to_string(),
+                    None => pixelpatrol_core::util::new_id("dlv"),
+                };
+                values
+                    .push_bind(id)
+                    .push_bind(&event.id)
+                    .push_bind(&endpoint.id)
+                    .push_bind(&event.site_id)
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(&event.media_id)
+                    .push_bind(DeliveryStatus::Pending.as_str())
+                    .push_bind(0_i64)
+                    .push_bind(event.deliver_at)
+                    .push_bind(leased.map(|(_, _, until)| until))
+                    .push_bind(leased.map(|(_, token, _)| token.to_string()))
+                    .push_bind(event.created_at)
+                    .push_bind(event.created_at);
+            });
+            insert.build().persistent(false).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The site's active endpoints subscribed to the event, read inside the
+    /// transaction that writes the event.
+    pub(super) async fn subscribed_endpoints(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        site_id: &str,
+        event: EventType,
+    ) -> anyhow::Result<Vec<Endpoint>> {
+        let rows = sqlx::query_as!(
+            EndpointRow,
+            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
+             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
+             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
+             created_at, updated_at \
+             FROM endpoints WHERE site_id = $1 AND active ORDER BY created_at, id",
+            site_id
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut endpoints = Vec::with_capacity(rows.len());
+        for row in rows {
+            let endpoint = Endpoint::try_from(row)?;
+            if endpoint.subscribes_to(event) {
+                endpoints.push(endpoint);
+            }
+        }
+        Ok(endpoints)
+    }
+}
+
+#[async_trait]
+impl Outbox for BackendStore {
+    async fn create_leased_delivery(
+        &self,
+        endpoint: &Endpoint,
+        event: &NewEvent,
+        delivery_id: &str,
+        lease_token: &str,
+        lease_until_ms: i64,
+    ) -> anyhow::Result<ClaimedDelivery> {
+        let mut tx = self.write.begin().await?;
+        Self::insert_event(
+            &mut tx,
+            event,
+            &[endpoint],
+            Some((delivery_id, lease_token, lease_until_ms)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ClaimedDelivery {
+            id: delivery_id.to_string(),
+            lease_token: lease_token.to_string(),
+            event_id: event.id.clone(),
+            event_type: event.event_type.as_str().to_string(),
+            endpoint_id: endpoint.id.clone(),
+            url: endpoint.url.clone(),
+            secret: endpoint.secret.clone(),
+            payload: event.payload.clone(),
+            event_created_at: event.created_at,
+            previous_attempts: 0,
+        })
+    }
+
+    async fn claim_deliveries(
+        &self,
+        request: ClaimRequest<'_>,
+    ) -> anyhow::Result<Vec<ClaimedDelivery>> {
+        self.claim(request).await
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        // Attempts whose delivery was deleted meanwhile (its endpoint or site
+        // was removed) are dropped, not an error.
+        let mut insert = QueryBuilder::<Db>::new(format!(
+            "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}, endpoint_id) \
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+             v.column7, v.column8, v.column9, v.column10 FROM ("
+        ));
+        insert.push_values(records, |mut values, record| {
+            let (_, next_attempt_at) = next_step_columns(record.next);
+            values
+                .push_bind(&record.delivery_id)
+                .push_bind(record.attempt)
+                .push_bind(record.started_at)
+                .push_bind(record.duration_ms)
+                .push_bind(record.status_code)
+                .push_bind(&record.response_body)
+                .push_bind(&record.error_class)
+                .push_bind(&record.error_message)
+                .push_bind(next_attempt_at)
+                .push_bind(&record.endpoint_id);
+        });
+        insert.push(") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)");
+        insert.build().persistent(false).execute(&mut *tx).await?;
+        // One statement moves every delivery on. Only the lease holder does:
+        // if its lease expired and another worker took over, that worker's
+        // outcome decides (the attempt is still logged).
+        let mut update = QueryBuilder::<Db>::new(
+            "UPDATE deliveries SET status = v.column3, attempts = v.column4, \
+             next_attempt_at = v.column5, lease_until = NULL, lease_token = NULL, \
+             last_status_code = v.column6, last_error = v.column7, updated_at = v.column8 \
+             FROM (",
+        );
+        update.push_values(records, |mut values, record| {
+            let (status, next_attempt_at) = next_step_columns(record.next);
+            let last_error = match (&record.error_class, &record.error_message) {
+                (Some(class), Some(message)) => Some(format!("{class}: {message}")),
+                (Some(class), None) => Some(class.clone()),
+                _ => None,
+            };
+            values
+                .push_bind(&record.delivery_id)
+                .push_bind(&record.lease_token)
+                .push_bind(status)
+                .push_bind(record.attempt)
+                .push_bind(next_attempt_at)
+                .push_bind(record.status_code)
+                .push_bind(last_error)
+                .push_bind(record.started_at + record.duration_ms);
+        });
+        update
+            .push(") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2");
+        update.build().persistent(false).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()> {
+        let now = pixelpatrol_core::util::now_ms();
+        let mut tx = self.write.begin().await?;
+        for (delivery_id, token) in leases {
+            // Due at once again (on SQLite the claim had moved it to the
+            // lease's end).
+            sqlx::query!(
+                "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = $3 \
+                 WHERE id = $1 AND lease_token = $2",
+                delivery_id,
+                token,
+                now
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+//! Retention and queue figures (shared by both backends: compiled into
+//! each).
+
+use async_trait::async_trait;
+use pixelpatrol_core::model::Purged;
+use pixelpatrol_core::store::Retention;
+
+use super::BackendStore;
+
+impl BackendStore {
+    /// Pending deliveries of active endpoints. It reads only the (endpoint,
+    /// seq) index of pending deliveries, endpoint by endpoint; disabled
+    /// endpoints' kept deliveries are not the queue. (The oldest one is the
+    /// backend's `maintenance.rs`: each writes the head lookup its planner
+    /// reads best.)
+    pub(super) async fn pending_deliveries(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "pending!: i64" FROM endpoints e JOIN deliveries d
+             ON d.endpoint_id = e.id AND d.status = 'pending' WHERE e.active"#
+        )
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// Applied migrations.
+    pub(super) async fn applied_migrations(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "applied!: i64" FROM _sqlx_migrations WHERE success"#
+        )
+        .fetch_one(&self.read)
+        .await?)
+    }
+}
+
+#[async_trait]
+impl Retention for BackendStore {
+    async fn purge_step(&self, cutoff_ms: i64, batch: i64) -> anyhow::Result<Purged> {
+        // Small statements, each its own transaction: nothing here holds
+        // locks long enough to stall delivery.
+        let attempts = sqlx::query!(
+            "DELETE FROM delivery_attempts WHERE seq IN (SELECT a.seq FROM delivery_attempts a \
+             WHERE a.started_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                WHERE d.id = a.delivery_id AND d.status = 'pending') \
+             ORDER BY a.started_at LIMIT $2)",
+            cutoff_ms,
+            batch
+        )
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        // An event goes with its deliveries (and their attempts) once none
+        // of them is pending.
+        let events = sqlx::query!(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id \
+                AND (d.status = 'pending' OR d.updated_at >= $1)) \
+             ORDER BY e.created_at LIMIT $2)",
+            cutoff_ms,
+            batch
+        )
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(Purged { attempts, events })
+    }
+}

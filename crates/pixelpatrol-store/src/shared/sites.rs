@@ -1,0 +1,96 @@
+//! Sites (shared by both backends: compiled into each).
+
+use async_trait::async_trait;
+
+use super::BackendStore;
+use pixelpatrol_core::model::{RuleGroup, Site};
+use pixelpatrol_core::store::Sites;
+use pixelpatrol_store::rows::SiteRow;
+
+#[async_trait]
+impl Sites for BackendStore {
+    async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query!(
+            "INSERT INTO sites (id, name, url, description, key_hash, confidence_threshold, \
+             external_analyzer_url, external_analyzer_secret, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            site.id,
+            site.name,
+            site.url,
+            site.description,
+            site.key_hash,
+            site.confidence_threshold,
+            site.external_analyzer_url,
+            site.external_analyzer_secret,
+            site.created_at,
+            site.updated_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+        Self::write_rule_group(&mut tx, default_group, true).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_sites(&self) -> anyhow::Result<Vec<Site>> {
+        let rows = sqlx::query_as!(
+            SiteRow,
+            "SELECT id, name, url, description, key_hash, confidence_threshold, external_analyzer_url, \
+             external_analyzer_secret, created_at, updated_at FROM sites ORDER BY created_at, id"
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(Site::from).collect())
+    }
+
+    async fn get_site(&self, id: &str) -> anyhow::Result<Option<Site>> {
+        let row = sqlx::query_as!(
+            SiteRow,
+            "SELECT id, name, url, description, key_hash, confidence_threshold, external_analyzer_url, \
+             external_analyzer_secret, created_at, updated_at FROM sites WHERE id = $1",
+            id
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(Site::from))
+    }
+
+    async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>> {
+        let row = sqlx::query_as!(
+            SiteRow,
+            "SELECT id, name, url, description, key_hash, confidence_threshold, external_analyzer_url, \
+             external_analyzer_secret, created_at, updated_at FROM sites WHERE key_hash = $1",
+            key_hash
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(Site::from))
+    }
+
+    async fn update_site(&self, site: &Site) -> anyhow::Result<bool> {
+        let result = sqlx::query!(
+            "UPDATE sites SET name = $1, url = $2, description = $3, updated_at = $4, \
+             confidence_threshold = $6, external_analyzer_url = $7, external_analyzer_secret = $8 \
+             WHERE id = $5",
+            site.name,
+            site.url,
+            site.description,
+            site.updated_at,
+            site.id,
+            site.confidence_threshold,
+            site.external_analyzer_url,
+            site.external_analyzer_secret,
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn delete_site(&self, id: &str) -> anyhow::Result<bool> {
+        let result = sqlx::query!("DELETE FROM sites WHERE id = $1", id)
+            .execute(&self.write)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
