@@ -5,7 +5,7 @@
 //! This crate holds what only PostgreSQL does: the connection set-up here,
 //! the claim (`claim.rs`, with the planner notes), the locks (`locks.rs`)
 //! and the upkeep (`maintenance.rs`). The rest is
-//! `pixelpatrol-store/src/shared`, compiled here against [`Db`].
+//! `pixelpatrol-store/src/shared`, compiled here against `Db`.
 
 mod claim;
 mod locks;

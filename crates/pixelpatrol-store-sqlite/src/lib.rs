@@ -6,7 +6,7 @@
 //! This crate holds what only SQLite does: the connection set-up here, the
 //! WAL checkpointer (`wal.rs`), the claim (`claim.rs`), what stands in for
 //! PostgreSQL's locks (`locks.rs`) and the upkeep (`maintenance.rs`). The
-//! rest is `pixelpatrol-store/src/shared`, compiled here against [`Db`].
+//! rest is `pixelpatrol-store/src/shared`, compiled here against `Db`.
 
 mod claim;
 mod locks;

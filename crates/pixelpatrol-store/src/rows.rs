@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use pixelpatrol_webhooks::EventType;
 
 use pixelpatrol_core::model::{
-    AiLabels, Attempt, Delivery, DeliveryStatus, Endpoint, EndpointHealthState, EventDelivery,
-    EventSummary, FailureInfo, HealthChange, HealthChangeKind, Media, RuleGroup, Site,
+    AiLabels, Attempt, DecidedBy, Delivery, DeliveryStatus, Endpoint, EndpointHealthState,
+    EventDelivery, EventSummary, FailureInfo, HealthChange, HealthChangeKind, Media, MediaStatus,
+    RuleGroup, Site,
 };
 
 /// What a health change reports of its endpoint.
@@ -237,9 +238,15 @@ impl TryFrom<MediaRow> for Media {
             content_type: row.content_type,
             content_url: row.content_url,
             body: row.body,
-            status: row.status,
+            status: MediaStatus::parse(&row.status)
+                .with_context(|| format!("unknown media status {:?}", row.status))?,
             review_note: row.review_note,
-            decided_by: row.decided_by,
+            decided_by: match row.decided_by.as_deref() {
+                Some(text) => Some(
+                    DecidedBy::parse(text).with_context(|| format!("unknown decider {text:?}"))?,
+                ),
+                None => None,
+            },
             rule_group_id: row.rule_group_id,
             processing_ms: row.processing_ms,
             created_at: row.created_at,

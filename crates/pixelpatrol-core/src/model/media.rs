@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::moderation::{Label, RuleOutcome};
+use super::moderation::{DecidedBy, Label, MediaStatus, RuleOutcome, Verdict};
 use super::{ser_ms, ser_ms_opt};
 
 #[derive(Debug, Clone, Serialize)]
@@ -14,9 +14,9 @@ pub struct Media {
     pub content_url: Option<String>,
     pub body: Option<String>,
     pub metadata: serde_json::Value,
-    pub status: String,
+    pub status: MediaStatus,
     pub review_note: Option<String>,
-    pub decided_by: Option<String>,
+    pub decided_by: Option<DecidedBy>,
     /// The rule group chosen at submission; `None` means the site's default.
     pub rule_group_id: Option<String>,
     pub ai_results: AiLabels,
@@ -39,8 +39,8 @@ pub struct AiLabels {
 /// A decision to store with its `media.moderated` event.
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {
-    pub status: String,
-    pub decided_by: String,
+    pub status: Verdict,
+    pub decided_by: DecidedBy,
     pub note: Option<String>,
     pub moderated_at: i64,
     /// Automatic decisions: what analysis found, how the rules came out, how
@@ -72,7 +72,7 @@ pub enum DecideOutcome {
 
 #[derive(Debug, Clone, Default)]
 pub struct MediaFilter {
-    pub status: Option<String>,
+    pub status: Option<MediaStatus>,
     /// Only items with a smaller id (the page cursor).
     pub before_id: Option<String>,
     pub limit: i64,

@@ -4,7 +4,7 @@
 //!
 //! Timestamps are milliseconds since the Unix epoch (`i64`), the unit every
 //! stored timestamp uses: one integer type sorts and compares the same on
-//! SQLite and PostgreSQL. They are shown as RFC 3339 by [`ser_ms`].
+//! SQLite and PostgreSQL. They are shown as RFC 3339 by `ser_ms`.
 
 pub mod delivery;
 pub mod endpoint;
@@ -26,7 +26,9 @@ pub use health::{
     HealthTally, WindowFigures,
 };
 pub use media::{AiLabels, DecideOutcome, DecisionRecord, Media, MediaFilter, ModerationJob};
-pub use moderation::{DecidedBy, Label, Rule, RuleAction, RuleKind, RuleOutcome, Verdict};
+pub use moderation::{
+    DecidedBy, Label, MediaStatus, Rule, RuleAction, RuleKind, RuleOutcome, Verdict,
+};
 pub use retry::RetrySchedule;
 pub use site::{OPERATOR_SITE_ID, RuleGroup, Site};
 

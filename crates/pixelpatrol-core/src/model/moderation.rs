@@ -132,17 +132,65 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who made a decision: a person or the automatic moderation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DecidedBy {
     Manual,
     Automatic,
 }
 
 impl DecidedBy {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "manual" => Some(DecidedBy::Manual),
+            "automatic" => Some(DecidedBy::Automatic),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DecidedBy::Manual => "manual",
             DecidedBy::Automatic => "automatic",
+        }
+    }
+}
+
+/// Where a media item stands: waiting for its first decision, or decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Flagged,
+}
+
+impl MediaStatus {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(MediaStatus::Pending),
+            _ => Verdict::parse(text).map(MediaStatus::from),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaStatus::Pending => "pending",
+            MediaStatus::Approved => Verdict::Approved.as_str(),
+            MediaStatus::Rejected => Verdict::Rejected.as_str(),
+            MediaStatus::Flagged => Verdict::Flagged.as_str(),
+        }
+    }
+}
+
+impl From<Verdict> for MediaStatus {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Approved => MediaStatus::Approved,
+            Verdict::Rejected => MediaStatus::Rejected,
+            Verdict::Flagged => MediaStatus::Flagged,
         }
     }
 }

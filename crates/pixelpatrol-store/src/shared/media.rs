@@ -41,9 +41,9 @@ impl BackendStore {
                     .push_bind(&media.content_url)
                     .push_bind(&media.body)
                     .push_bind(media.metadata.to_string())
-                    .push_bind(&media.status)
+                    .push_bind(media.status.as_str())
                     .push_bind(&media.review_note)
-                    .push_bind(&media.decided_by)
+                    .push_bind(media.decided_by.map(|by| by.as_str()))
                     .push_bind(&media.rule_group_id)
                     .push_bind(media.created_at)
                     .push_bind(media.updated_at)
@@ -129,8 +129,8 @@ impl MediaStore for BackendStore {
             "SELECT {MEDIA_COLUMNS} FROM media WHERE site_id = "
         ));
         query.push_bind(site_id);
-        if let Some(status) = &filter.status {
-            query.push(" AND status = ").push_bind(status);
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(before) = &filter.before_id {
             query.push(" AND id < ").push_bind(before);
@@ -186,6 +186,7 @@ impl MediaStore for BackendStore {
         // one item, so their events are numbered in commit order. An
         // automatic decision never replaces a person's.
         let manual = job.is_none();
+        let (status, decided_by) = (decision.status.as_str(), decision.decided_by.as_str());
         let row = sqlx::query_as!(
             MediaRow,
             "UPDATE media SET status = $1, decided_by = $2, review_note = $3, \
@@ -195,8 +196,8 @@ impl MediaStore for BackendStore {
              RETURNING id, site_id, app_media_id, content_type, content_url, body, metadata, status, \
              review_note, decided_by, rule_group_id, ai_labels, applied_rules, processing_ms, \
              created_at, updated_at, moderated_at",
-            decision.status,
-            decision.decided_by,
+            status,
+            decided_by,
             decision.note,
             decision.moderated_at,
             labels,

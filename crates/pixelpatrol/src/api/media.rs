@@ -14,7 +14,7 @@ use super::{ApiJson, Page, query};
 use crate::api::AppState;
 use crate::api::auth::{Caller, authenticate};
 use crate::api::error::{AppError, Result};
-use crate::model::{AiLabels, Media, MediaFilter, NewEvent};
+use crate::model::{AiLabels, Media, MediaFilter, MediaStatus, NewEvent};
 use crate::moderation::{self, Verdict};
 use crate::util::{new_id, now_ms, rfc3339};
 
@@ -131,7 +131,7 @@ async fn submit_media(
         content_url,
         body,
         metadata,
-        status: "pending".into(),
+        status: MediaStatus::Pending,
         review_note: None,
         decided_by: None,
         rule_group_id,
@@ -150,7 +150,7 @@ async fn submit_media(
         data: MediaCreated {
             media_id: media.id.clone(),
             site_id: media.site_id.clone(),
-            status: media.status.clone(),
+            status: media.status.as_str().into(),
             app_media_id: media.app_media_id.clone(),
             content_type: media.content_type.clone(),
             metadata: media.metadata.clone(),
@@ -255,7 +255,7 @@ async fn remoderate_media(
     Path(media_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let media = load_media(&state, &caller, &media_id).await?;
-    if media.decided_by.as_deref() == Some(moderation::DecidedBy::Manual.as_str()) {
+    if media.decided_by == Some(moderation::DecidedBy::Manual) {
         return Err(AppError::Conflict(
             "this item was reviewed by a person; their decision stands (review it again to change it)".into(),
         ));
@@ -292,13 +292,12 @@ async fn list_media(
     for (name, value) in &query::params(raw.as_deref()) {
         match name.as_str() {
             "status" => {
-                if !["pending", "approved", "rejected", "flagged"].contains(&value.as_str()) {
-                    return Err(AppError::invalid(
+                filter.status = Some(MediaStatus::parse(value).ok_or_else(|| {
+                    AppError::invalid(
                         "status",
                         "status must be pending, approved, rejected or flagged",
-                    ));
-                }
-                filter.status = Some(value.clone());
+                    )
+                })?);
             }
             "limit" => filter.limit = query::limit(value, MAX_PAGE)?,
             "cursor" => filter.before_id = Some(query::id_cursor(value, "media_")?),

@@ -175,7 +175,7 @@ pub fn decode(
 }
 
 /// Variance of the 4-neighbour Laplacian of the luma, on the image scaled
-/// to at most [`BLUR_SIDE`] pixels: low means few edges, i.e. blurry.
+/// to at most `BLUR_SIDE` pixels: low means few edges, i.e. blurry.
 pub fn laplacian_variance(image: &DynamicImage) -> f64 {
     let longest = image.width().max(image.height());
     let gray = if longest > BLUR_SIDE {

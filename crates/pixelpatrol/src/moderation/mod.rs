@@ -107,8 +107,8 @@ pub async fn record_decision(
         now,
     )?;
     let decision = DecisionRecord {
-        status: verdict.as_str().into(),
-        decided_by: DecidedBy::Manual.as_str().into(),
+        status: verdict,
+        decided_by: DecidedBy::Manual,
         note: note.map(str::to_string),
         moderated_at: now,
         analysis: None,
@@ -367,8 +367,8 @@ impl Moderator {
             now,
         )?;
         let record = DecisionRecord {
-            status: decision.verdict.as_str().into(),
-            decided_by: DecidedBy::Automatic.as_str().into(),
+            status: decision.verdict,
+            decided_by: DecidedBy::Automatic,
             note: None,
             moderated_at: now,
             analysis: Some((labels, decision.applied_rules, processing_ms)),

@@ -20,9 +20,9 @@ use std::collections::BTreeSet;
 use crate::common::{Backend, TestDb};
 use pixelpatrol::model::{
     ALERT_ENDPOINT_ID, AiLabels, AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome,
-    DecisionRecord, Delivery, DeliveryFilter, DeliveryStatus, Endpoint, EventFilter, EventSummary,
-    HealthChange, HealthChangeKind, HealthPolicy, HealthTally, Media, NewEvent, NextStep,
-    OPERATOR_SITE_ID, ResendOutcome, RetryOutcome, RuleGroup, Site,
+    DecidedBy, DecisionRecord, Delivery, DeliveryFilter, DeliveryStatus, Endpoint, EventFilter,
+    EventSummary, HealthChange, HealthChangeKind, HealthPolicy, HealthTally, Media, MediaStatus,
+    NewEvent, NextStep, OPERATOR_SITE_ID, ResendOutcome, RetryOutcome, RuleGroup, Site, Verdict,
 };
 use pixelpatrol::store::DynStore;
 use pixelpatrol::util::{new_id, now_ms, sha256_hex};
@@ -148,7 +148,7 @@ fn media(site: &Site, at: i64) -> Media {
         content_url: None,
         body: Some("hello".into()),
         metadata: json!({}),
-        status: "pending".into(),
+        status: MediaStatus::Pending,
         review_note: None,
         decided_by: None,
         rule_group_id: None,
@@ -199,20 +199,20 @@ async fn submit_with(
     created
 }
 
-fn manual(status: &str, at: i64) -> DecisionRecord {
+fn manual(status: Verdict, at: i64) -> DecisionRecord {
     DecisionRecord {
-        status: status.into(),
-        decided_by: "manual".into(),
+        status,
+        decided_by: DecidedBy::Manual,
         note: Some("checked by hand".into()),
         moderated_at: at,
         analysis: None,
     }
 }
 
-fn automatic(status: &str, at: i64) -> DecisionRecord {
+fn automatic(status: Verdict, at: i64) -> DecisionRecord {
     DecisionRecord {
-        status: status.into(),
-        decided_by: "automatic".into(),
+        status,
+        decided_by: DecidedBy::Automatic,
         note: None,
         moderated_at: at,
         analysis: Some((Vec::new(), Vec::new(), 42)),
@@ -223,7 +223,7 @@ fn automatic(status: &str, at: i64) -> DecisionRecord {
 async fn review(store: &DynStore, site: &Site, media_id: &str, at: i64) -> NewEvent {
     let moderated = event(&site.id, EventType::MediaModerated, media_id, at, at);
     let outcome = store
-        .decide_media(media_id, &manual("approved", at), &moderated, None)
+        .decide_media(media_id, &manual(Verdict::Approved, at), &moderated, None)
         .await
         .unwrap();
     assert!(matches!(outcome, DecideOutcome::Decided(_)), "{outcome:?}");
@@ -423,7 +423,7 @@ async fn a_submission_writes_its_media_its_event_and_one_delivery_per_active_sub
         .unwrap()
         .expect("the media row");
     assert_eq!(stored.site_id, site.id);
-    assert_eq!(stored.status, "pending");
+    assert_eq!(stored.status, MediaStatus::Pending);
     let events = store.list_events(&site.id, &all_events()).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id, submitted.id);
@@ -1567,7 +1567,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     let lost = store
         .decide_media(
             &media_id,
-            &automatic("rejected", now),
+            &automatic(Verdict::Rejected, now),
             &moderated,
             Some(&first[0]),
         )
@@ -1576,7 +1576,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     assert!(matches!(lost, DecideOutcome::LeaseLost), "{lost:?}");
     assert_eq!(
         store.get_media(&media_id).await.unwrap().unwrap().status,
-        "pending"
+        MediaStatus::Pending
     );
 
     let moderated = event(
@@ -1589,7 +1589,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     let DecideOutcome::Decided(decided) = store
         .decide_media(
             &media_id,
-            &automatic("approved", now + 1),
+            &automatic(Verdict::Approved, now + 1),
             &moderated,
             Some(&second[0]),
         )
@@ -1598,8 +1598,8 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     else {
         panic!("the lease holder's decision was not stored");
     };
-    assert_eq!(decided.status, "approved");
-    assert_eq!(decided.decided_by.as_deref(), Some("automatic"));
+    assert_eq!(decided.status, MediaStatus::Approved);
+    assert_eq!(decided.decided_by, Some(DecidedBy::Automatic));
     assert_eq!(decided.processing_ms, Some(42));
     assert_eq!(decided.moderated_at, Some(now + 1));
     let events = store.list_events(&site.id, &all_events()).await.unwrap();
@@ -1636,7 +1636,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     let lost = store
         .decide_media(
             &again.media_id,
-            &automatic("approved", t1 + 6),
+            &automatic(Verdict::Approved, t1 + 6),
             &moderated,
             Some(&leased[0]),
         )
@@ -1654,7 +1654,12 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
 
     let unknown = event(&site.id, EventType::MediaModerated, "media_unknown", t1, t1);
     let outcome = store
-        .decide_media("media_unknown", &manual("approved", t1), &unknown, None)
+        .decide_media(
+            "media_unknown",
+            &manual(Verdict::Approved, t1),
+            &unknown,
+            None,
+        )
         .await
         .unwrap();
     assert!(matches!(outcome, DecideOutcome::NotFound), "{outcome:?}");
@@ -1680,14 +1685,19 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
         T0 + 1,
     );
     let DecideOutcome::Decided(decided) = store
-        .decide_media(&media_id, &manual("rejected", T0 + 1), &moderated, None)
+        .decide_media(
+            &media_id,
+            &manual(Verdict::Rejected, T0 + 1),
+            &moderated,
+            None,
+        )
         .await
         .unwrap()
     else {
         panic!("the manual decision was not stored");
     };
-    assert_eq!(decided.status, "rejected");
-    assert_eq!(decided.decided_by.as_deref(), Some("manual"));
+    assert_eq!(decided.status, MediaStatus::Rejected);
+    assert_eq!(decided.decided_by, Some(DecidedBy::Manual));
     assert_eq!(decided.review_note.as_deref(), Some("checked by hand"));
 
     // The manual decision removed the job, so the running analysis has lost it.
@@ -1701,7 +1711,7 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     let outcome = store
         .decide_media(
             &media_id,
-            &automatic("approved", T0 + 2),
+            &automatic(Verdict::Approved, T0 + 2),
             &moderated,
             Some(&job[0]),
         )
@@ -1726,7 +1736,7 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     let outcome = store
         .decide_media(
             &media_id,
-            &automatic("approved", T0 + 11),
+            &automatic(Verdict::Approved, T0 + 11),
             &moderated,
             Some(&job[0]),
         )
@@ -1746,8 +1756,8 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     );
 
     let stored = store.get_media(&media_id).await.unwrap().unwrap();
-    assert_eq!(stored.status, "rejected");
-    assert_eq!(stored.decided_by.as_deref(), Some("manual"));
+    assert_eq!(stored.status, MediaStatus::Rejected);
+    assert_eq!(stored.decided_by, Some(DecidedBy::Manual));
     assert_eq!(stored.moderated_at, Some(T0 + 1));
     let events = store.list_events(&site.id, &all_events()).await.unwrap();
     assert_eq!(moderated_events_of(&events, &media_id), 1);
