@@ -7,12 +7,10 @@
 //! column lists below, so that a row struct and its list change together.
 
 use anyhow::Context as _;
-use pixelpatrol_webhooks::EventType;
 
 use pixelpatrol_core::model::{
-    AiLabels, Attempt, DecidedBy, Delivery, DeliveryStatus, Endpoint, EndpointHealthState,
-    EventDelivery, EventSummary, FailureInfo, HealthChange, HealthChangeKind, Media, MediaStatus,
-    RuleGroup, Site,
+    AiLabels, Attempt, DecidedBy, Delivery, DeliveryStatus, EventDelivery, EventSummary,
+    FailureInfo, HealthChange, HealthChangeKind, Media, MediaStatus, RuleGroup, Site,
 };
 
 /// What a health change reports of its endpoint.
@@ -82,76 +80,6 @@ impl TryFrom<RuleGroupRow> for RuleGroup {
             updated_at: row.updated_at,
         })
     }
-}
-
-#[derive(Debug, sqlx::FromRow)]
-pub struct EndpointRow {
-    pub id: String,
-    pub site_id: String,
-    pub url: String,
-    pub secret: String,
-    /// Event types, comma-separated.
-    pub events: String,
-    pub active: bool,
-    pub description: Option<String>,
-    pub strict_ordering: bool,
-    pub disabled_reason: Option<String>,
-    pub disabled_at: Option<i64>,
-    pub consecutive_failures: i64,
-    pub failing_since: Option<i64>,
-    pub last_success_at: Option<i64>,
-    pub last_failure_at: Option<i64>,
-    pub last_failure_class: Option<String>,
-    pub last_failure_status: Option<i64>,
-    pub last_failure_message: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl TryFrom<EndpointRow> for Endpoint {
-    type Error = anyhow::Error;
-
-    fn try_from(row: EndpointRow) -> anyhow::Result<Self> {
-        Ok(Endpoint {
-            events: parse_events(&row.events)?,
-            id: row.id,
-            site_id: row.site_id,
-            url: row.url,
-            secret: row.secret,
-            active: row.active,
-            description: row.description,
-            strict_ordering: row.strict_ordering,
-            disabled_reason: row.disabled_reason,
-            disabled_at: row.disabled_at,
-            health: EndpointHealthState {
-                consecutive_failures: row.consecutive_failures,
-                failing_since: row.failing_since,
-                last_success_at: row.last_success_at,
-                last_failure_at: row.last_failure_at,
-                last_failure_class: row.last_failure_class,
-                last_failure_status: row.last_failure_status,
-                last_failure_message: row.last_failure_message,
-            },
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        })
-    }
-}
-
-/// Endpoint columns as stored: event types comma-separated.
-pub fn join_events(events: &[EventType]) -> String {
-    events
-        .iter()
-        .map(|event| event.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn parse_events(text: &str) -> anyhow::Result<Vec<EventType>> {
-    text.split(',')
-        .filter(|part| !part.is_empty())
-        .map(|part| part.parse().map_err(anyhow::Error::from))
-        .collect()
 }
 
 /// [`CHANGE_COLUMNS`]: an endpoint as a health change reports it.

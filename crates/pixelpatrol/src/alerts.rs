@@ -3,49 +3,12 @@
 //! metric, and — when `PIXELPATROL_ALERT_WEBHOOK_URL` is set — a signed
 //! webhook (`endpoint.failing`, `endpoint.recovered`, `endpoint.disabled`)
 //! sent by the delivery worker like any other, to an endpoint of the
-//! operator's own (hidden) site.
+//! operator's own (hidden) site. The alert event itself is the domain's
+//! (`HealthChange::alert_event`), written by the store with the change.
 
-use pixelpatrol_webhooks::{EndpointAlert, LastFailure, WebhookEvent};
-
-use crate::model::{HealthChange, NewEvent};
-use crate::util::{new_id, rfc3339};
+use crate::model::HealthChange;
 
 pub use crate::model::{ALERT_ENDPOINT_ID, OPERATOR_SITE_ID};
-
-/// The alert event for `change`, to the alert endpoint. Alerts about one
-/// endpoint form one ordered lane.
-pub fn alert_event(change: &HealthChange, first_delay_ms: i64) -> anyhow::Result<NewEvent> {
-    let event_type = change.kind.event_type();
-    let id = new_id("evt");
-    let payload = WebhookEvent {
-        id: id.clone(),
-        event: event_type.as_str().into(),
-        created_at: rfc3339(change.at),
-        data: EndpointAlert {
-            webhook_id: change.endpoint_id.clone(),
-            site_id: change.site_id.clone(),
-            url: change.url.clone(),
-            state: change.kind.state().into(),
-            consecutive_failures: change.consecutive_failures,
-            reason: change.reason.clone(),
-            last_failure: change.last_failure.as_ref().map(|failure| LastFailure {
-                at: rfc3339(failure.at),
-                class: failure.class.clone(),
-                status_code: failure.status_code,
-                message: failure.message.clone(),
-            }),
-        },
-    };
-    Ok(NewEvent {
-        id,
-        site_id: OPERATOR_SITE_ID.into(),
-        event_type,
-        media_id: change.endpoint_id.clone(),
-        payload: serde_json::to_string(&payload)?,
-        created_at: change.at,
-        deliver_at: change.at + first_delay_ms,
-    })
-}
 
 /// Logs and counts health changes (their webhooks were written with them).
 pub fn report(changes: &[HealthChange]) {

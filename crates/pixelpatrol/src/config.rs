@@ -52,7 +52,7 @@ pub struct Config {
     #[arg(
         long,
         env = "PIXELPATROL_RETRY_SCHEDULE",
-        default_value = "0s,1m,5m,30m,2h"
+        default_value = crate::model::retry::DEFAULT_RETRY_SCHEDULE
     )]
     pub retry_schedule: RetrySchedule,
 

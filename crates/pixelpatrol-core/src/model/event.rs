@@ -1,10 +1,11 @@
 //! Events: written with the state change that caused them (the outbox), and
 //! listed with their deliveries.
 
-use pixelpatrol_webhooks::EventType;
+use pixelpatrol_webhooks::{EventType, WebhookEvent};
 use serde::Serialize;
 
 use super::ser_ms;
+use crate::util::{new_id, rfc3339};
 
 /// An event about to be written with the state change that caused it.
 #[derive(Debug, Clone)]
@@ -19,6 +20,38 @@ pub struct NewEvent {
     pub created_at: i64,
     /// When the first attempt is due (the retry schedule's first delay).
     pub deliver_at: i64,
+}
+
+impl NewEvent {
+    /// A new event of `event_type` about `data`, in the envelope every
+    /// endpoint receives (`id`, `event`, `created_at`, `data`). Deliveries of
+    /// events with the same `lane` to one endpoint are sent in order (the
+    /// media item's id; an endpoint's id for its alerts).
+    pub fn new(
+        event_type: EventType,
+        site_id: &str,
+        lane: &str,
+        data: impl Serialize,
+        created_at: i64,
+        deliver_at: i64,
+    ) -> anyhow::Result<Self> {
+        let id = new_id("evt");
+        let payload = serde_json::to_string(&WebhookEvent {
+            id: id.clone(),
+            event: event_type.as_str().into(),
+            created_at: rfc3339(created_at),
+            data,
+        })?;
+        Ok(NewEvent {
+            id,
+            site_id: site_id.to_string(),
+            event_type,
+            media_id: lane.to_string(),
+            payload,
+            created_at,
+            deliver_at,
+        })
+    }
 }
 
 /// An event with its deliveries, as the events list shows it.

@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 
-use pixelpatrol_webhooks::EventType;
+use pixelpatrol_webhooks::{EndpointAlert, EventType, LastFailure};
 use serde::Serialize;
 
+use super::OPERATOR_SITE_ID;
 use super::delivery::AttemptRecord;
 use super::event::NewEvent;
+use crate::util::rfc3339;
 
 /// How attempts move endpoint health, and where alerts go.
 #[derive(Debug, Clone)]
@@ -19,10 +21,6 @@ pub struct HealthPolicy {
     pub alert_endpoint_id: Option<String>,
     /// Delay before an alert's first attempt, in milliseconds.
     pub alert_first_delay_ms: i64,
-    /// Builds the alert event of a change (the alert policy lives outside
-    /// storage; the store calls this to write alerts in the transaction that
-    /// changes the endpoint).
-    pub alert_event: fn(&HealthChange, i64) -> anyhow::Result<NewEvent>,
 }
 
 /// What a run of attempts says about one endpoint, in the order they
@@ -211,6 +209,36 @@ pub struct HealthChange {
     pub reason: Option<String>,
     pub last_failure: Option<FailureInfo>,
     pub at: i64,
+}
+
+impl HealthChange {
+    /// The signed alert event (`endpoint.failing`, `endpoint.recovered`,
+    /// `endpoint.disabled`) for this change, to the operator's alert
+    /// endpoint; the store writes it in the transaction that changes the
+    /// endpoint. Alerts about one endpoint form one ordered lane.
+    pub fn alert_event(&self, first_delay_ms: i64) -> anyhow::Result<NewEvent> {
+        NewEvent::new(
+            self.kind.event_type(),
+            OPERATOR_SITE_ID,
+            &self.endpoint_id,
+            EndpointAlert {
+                webhook_id: self.endpoint_id.clone(),
+                site_id: self.site_id.clone(),
+                url: self.url.clone(),
+                state: self.kind.state().into(),
+                consecutive_failures: self.consecutive_failures,
+                reason: self.reason.clone(),
+                last_failure: self.last_failure.as_ref().map(|failure| LastFailure {
+                    at: rfc3339(failure.at),
+                    class: failure.class.clone(),
+                    status_code: failure.status_code,
+                    message: failure.message.clone(),
+                }),
+            },
+            self.at,
+            self.at + first_delay_ms,
+        )
+    }
 }
 
 /// Attempt figures over one time window.

@@ -45,9 +45,13 @@ impl RetrySchedule {
     }
 }
 
+/// The schedule a server runs with unless told otherwise
+/// (`--retry-schedule`): the one place it is written.
+pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,1m,5m,30m,2h";
+
 impl Default for RetrySchedule {
     fn default() -> Self {
-        "0s,1m,5m,30m,2h"
+        DEFAULT_RETRY_SCHEDULE
             .parse()
             .expect("the default schedule parses")
     }

@@ -15,8 +15,8 @@ use pixelpatrol_core::model::{
 };
 use pixelpatrol_core::store::DeliveryLog;
 use pixelpatrol_store::rows::{
-    ATTEMPT_COLUMNS, AttemptRow, DELIVERY_COLUMNS, DeliveryRow, EndpointRow, EventDeliveryRow,
-    EventRow, StoredEventRow,
+    ATTEMPT_COLUMNS, AttemptRow, DELIVERY_COLUMNS, DeliveryRow, EventDeliveryRow, EventRow,
+    StoredEventRow,
 };
 
 impl BackendStore {
@@ -240,19 +240,8 @@ impl DeliveryLog for BackendStore {
         };
         let endpoints = match endpoint_id {
             Some(endpoint_id) => {
-                let row = sqlx::query_as!(
-                    EndpointRow,
-                    "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
-                     disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
-                     last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
-                     created_at, updated_at FROM endpoints WHERE id = $1 AND site_id = $2",
-                    endpoint_id,
-                    site_id
-                )
-                .fetch_optional(&mut *tx)
-                .await?;
-                match row {
-                    Some(row) => vec![Endpoint::try_from(row)?],
+                match Self::endpoint_of_site(&mut *tx, site_id, endpoint_id).await? {
+                    Some(endpoint) => vec![endpoint],
                     None => return Ok(ResendOutcome::EndpointNotFound),
                 }
             }

@@ -1,11 +1,135 @@
 //! Webhook endpoints (shared by both backends: compiled into each).
 
 use async_trait::async_trait;
-use pixelpatrol_core::model::Endpoint;
+use pixelpatrol_core::model::{Endpoint, EndpointHealthState};
 use pixelpatrol_core::store::Endpoints;
-use pixelpatrol_store::rows::{EndpointRow, join_events};
+use pixelpatrol_webhooks::EventType;
 
-use super::BackendStore;
+use super::{BackendStore, Db};
+
+/// An endpoint as stored. Its statements are all in this file: a column
+/// added to `endpoints` is added here, and the compiler (`query_as!`) names
+/// every statement that does not return it.
+#[derive(Debug)]
+pub(super) struct EndpointRow {
+    id: String,
+    pub site_id: String,
+    pub url: String,
+    pub secret: String,
+    /// Event types, comma-separated.
+    pub events: String,
+    pub active: bool,
+    pub description: Option<String>,
+    pub strict_ordering: bool,
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<i64>,
+    pub consecutive_failures: i64,
+    pub failing_since: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_failure_at: Option<i64>,
+    pub last_failure_class: Option<String>,
+    pub last_failure_status: Option<i64>,
+    pub last_failure_message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = anyhow::Error;
+
+    fn try_from(row: EndpointRow) -> anyhow::Result<Self> {
+        Ok(Endpoint {
+            events: parse_events(&row.events)?,
+            id: row.id,
+            site_id: row.site_id,
+            url: row.url,
+            secret: row.secret,
+            active: row.active,
+            description: row.description,
+            strict_ordering: row.strict_ordering,
+            disabled_reason: row.disabled_reason,
+            disabled_at: row.disabled_at,
+            health: EndpointHealthState {
+                consecutive_failures: row.consecutive_failures,
+                failing_since: row.failing_since,
+                last_success_at: row.last_success_at,
+                last_failure_at: row.last_failure_at,
+                last_failure_class: row.last_failure_class,
+                last_failure_status: row.last_failure_status,
+                last_failure_message: row.last_failure_message,
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// Endpoint columns as stored: event types comma-separated.
+fn join_events(events: &[EventType]) -> String {
+    events
+        .iter()
+        .map(|event| event.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_events(text: &str) -> anyhow::Result<Vec<EventType>> {
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().map_err(anyhow::Error::from))
+        .collect()
+}
+
+impl BackendStore {
+    /// Endpoint `id` of site `site_id`, on the pool or inside a transaction.
+    pub(super) async fn endpoint_of_site<'e>(
+        executor: impl sqlx::Executor<'e, Database = Db>,
+        site_id: &str,
+        id: &str,
+    ) -> anyhow::Result<Option<Endpoint>> {
+        let row = sqlx::query_as!(
+            EndpointRow,
+            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
+             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
+             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
+             created_at, updated_at \
+             FROM endpoints WHERE site_id = $1 AND id = $2",
+            site_id,
+            id
+        )
+        .fetch_optional(executor)
+        .await?;
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    /// The site's active endpoints subscribed to `event`, read inside the
+    /// transaction that writes the event (the outbox write).
+    pub(super) async fn subscribed_endpoints(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        site_id: &str,
+        event: EventType,
+    ) -> anyhow::Result<Vec<Endpoint>> {
+        let rows = sqlx::query_as!(
+            EndpointRow,
+            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
+             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
+             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
+             created_at, updated_at \
+             FROM endpoints WHERE site_id = $1 AND active ORDER BY created_at, id",
+            site_id
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut endpoints = Vec::with_capacity(rows.len());
+        for row in rows {
+            let endpoint = Endpoint::try_from(row)?;
+            if endpoint.subscribes_to(event) {
+                endpoints.push(endpoint);
+            }
+        }
+        Ok(endpoints)
+    }
+}
 
 #[async_trait]
 impl Endpoints for BackendStore {
@@ -47,19 +171,7 @@ impl Endpoints for BackendStore {
     }
 
     async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>> {
-        let row = sqlx::query_as!(
-            EndpointRow,
-            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
-             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
-             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
-             created_at, updated_at \
-             FROM endpoints WHERE site_id = $1 AND id = $2",
-            site_id,
-            id
-        )
-        .fetch_optional(&self.read)
-        .await?;
-        row.map(Endpoint::try_from).transpose()
+        Self::endpoint_of_site(&self.read, site_id, id).await
     }
 
     async fn update_endpoint(

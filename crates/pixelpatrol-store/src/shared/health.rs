@@ -14,9 +14,7 @@ use pixelpatrol_core::model::{
     HealthSummary, NewEvent, OPERATOR_SITE_ID, WindowFigures,
 };
 use pixelpatrol_core::store::EndpointHealth;
-use pixelpatrol_store::rows::{
-    CHANGE_COLUMNS, ChangeRow, EndpointRow, QueueRow, StoredHealthRow, WindowRow,
-};
+use pixelpatrol_store::rows::{CHANGE_COLUMNS, ChangeRow, QueueRow, StoredHealthRow, WindowRow};
 
 /// Endpoints folded into health per statement (11 parameters each).
 const HEALTH_FOLD_CHUNK: usize = 500;
@@ -35,23 +33,16 @@ impl BackendStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let row = sqlx::query_as!(
-            EndpointRow,
-            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
-             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
-             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
-             created_at, updated_at FROM endpoints WHERE id = $1 AND active",
-            alert_endpoint
-        )
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(row) = row else {
+        // The alert endpoint, unless it was turned off.
+        let endpoint = Self::endpoint_of_site(&mut **tx, OPERATOR_SITE_ID, alert_endpoint)
+            .await?
+            .filter(|endpoint| endpoint.active);
+        let Some(endpoint) = endpoint else {
             return Ok(());
         };
-        let endpoint = Endpoint::try_from(row)?;
         let events: Vec<NewEvent> = changes
             .iter()
-            .map(|change| (health.alert_event)(change, health.alert_first_delay_ms))
+            .map(|change| change.alert_event(health.alert_first_delay_ms))
             .collect::<anyhow::Result<_>>()?;
         let targets = [&endpoint];
         let pairs: Vec<(&NewEvent, &[&Endpoint])> =

@@ -4,7 +4,6 @@
 //! backend and lives in the backend's `claim.rs`.
 
 use async_trait::async_trait;
-use pixelpatrol_webhooks::EventType;
 use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
@@ -12,7 +11,7 @@ use pixelpatrol_core::model::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryStatus, Endpoint, NewEvent, NextStep,
 };
 use pixelpatrol_core::store::Outbox;
-use pixelpatrol_store::rows::{ATTEMPT_COLUMNS, EndpointRow};
+use pixelpatrol_store::rows::ATTEMPT_COLUMNS;
 
 /// Events, and deliveries, written per statement (SQLite's bound-parameter
 /// limit).
@@ -117,34 +116,6 @@ impl BackendStore {
             insert.build().persistent(false).execute(&mut **tx).await?;
         }
         Ok(())
-    }
-
-    /// The site's active endpoints subscribed to the event, read inside the
-    /// transaction that writes the event.
-    pub(super) async fn subscribed_endpoints(
-        tx: &mut sqlx::Transaction<'static, Db>,
-        site_id: &str,
-        event: EventType,
-    ) -> anyhow::Result<Vec<Endpoint>> {
-        let rows = sqlx::query_as!(
-            EndpointRow,
-            "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
-             disabled_reason, disabled_at, consecutive_failures, failing_since, last_success_at, \
-             last_failure_at, last_failure_class, last_failure_status, last_failure_message, \
-             created_at, updated_at \
-             FROM endpoints WHERE site_id = $1 AND active ORDER BY created_at, id",
-            site_id
-        )
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut endpoints = Vec::with_capacity(rows.len());
-        for row in rows {
-            let endpoint = Endpoint::try_from(row)?;
-            if endpoint.subscribes_to(event) {
-                endpoints.push(endpoint);
-            }
-        }
-        Ok(endpoints)
     }
 }
 

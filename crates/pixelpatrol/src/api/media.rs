@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pixelpatrol_webhooks::{EventType, MediaCreated, WebhookEvent};
+use pixelpatrol_webhooks::{EventType, MediaCreated};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -142,12 +142,11 @@ async fn submit_media(
         updated_at: now,
         moderated_at: None,
     };
-    let event_id = new_id("evt");
-    let payload = WebhookEvent {
-        id: event_id.clone(),
-        event: EventType::MediaCreated.as_str().into(),
-        created_at: rfc3339(now),
-        data: MediaCreated {
+    let event = NewEvent::new(
+        EventType::MediaCreated,
+        &media.site_id,
+        &media.id,
+        MediaCreated {
             media_id: media.id.clone(),
             site_id: media.site_id.clone(),
             status: media.status.as_str().into(),
@@ -156,16 +155,9 @@ async fn submit_media(
             metadata: media.metadata.clone(),
             created_at: rfc3339(now),
         },
-    };
-    let event = NewEvent {
-        id: event_id,
-        site_id: media.site_id.clone(),
-        event_type: EventType::MediaCreated,
-        media_id: media.id.clone(),
-        payload: serde_json::to_string(&payload).map_err(anyhow::Error::from)?,
-        created_at: now,
-        deliver_at: state.deliverer.first_attempt_at(now),
-    };
+        now,
+        state.deliverer.first_attempt_at(now),
+    )?;
     let analyze = state.config.auto_moderation;
     state.store.create_media(&media, &event, analyze).await?;
     state.deliverer.wake();

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pixelpatrol_webhooks::{EventType, TestWebhook, WebhookEvent};
+use pixelpatrol_webhooks::{EventType, TestWebhook};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -257,30 +257,22 @@ async fn send_test(
 ) -> Result<Json<Value>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
     let now = now_ms();
-    let event_id = new_id("evt");
     let media_id = new_id("test");
-    let payload = WebhookEvent {
-        id: event_id.clone(),
-        event: EventType::TestWebhook.as_str().into(),
-        created_at: rfc3339(now),
-        data: TestWebhook {
+    let event = NewEvent::new(
+        EventType::TestWebhook,
+        &site_id,
+        &media_id,
+        TestWebhook {
             media_id: media_id.clone(),
             site_id: site_id.clone(),
             status: "test".into(),
             is_test: true,
             message: "Test webhook received successfully".into(),
         },
-    };
-    let event = NewEvent {
-        id: event_id.clone(),
-        site_id,
-        event_type: EventType::TestWebhook,
-        media_id,
-        payload: serde_json::to_string(&payload).map_err(anyhow::Error::from)?,
-        created_at: now,
+        now,
         // Sent at once by this request, whatever the schedule says.
-        deliver_at: now,
-    };
+        now,
+    )?;
     let delivery_id = new_id("dlv");
     let claimed = state
         .store
@@ -295,7 +287,7 @@ async fn send_test(
     let (outcome, record) = state.deliverer.send_now(&claimed).await?;
     Ok(Json(json!({
         "delivery_id": delivery_id,
-        "event_id": event_id,
+        "event_id": event.id,
         "success": outcome.succeeded(),
         "status_code": outcome.status_code,
         "duration_ms": outcome.duration_ms,

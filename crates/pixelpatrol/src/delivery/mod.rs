@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::alerts::{self, ALERT_ENDPOINT_ID};
+use crate::alerts::ALERT_ENDPOINT_ID;
 use crate::config::Config;
 use crate::model::RetrySchedule;
 use crate::model::{AttemptRecord, ClaimedDelivery, HealthPolicy, HealthTally, NextStep};
@@ -77,7 +77,6 @@ impl Deliverer {
                     .as_ref()
                     .map(|_| ALERT_ENDPOINT_ID.to_string()),
                 alert_first_delay_ms: first_delay_ms,
-                alert_event: alerts::alert_event,
             },
             per_endpoint_metrics: config.metrics_per_endpoint,
             maintenance_interval: config.maintenance_interval.max(Duration::from_millis(100)),

@@ -18,7 +18,7 @@ pub mod text;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pixelpatrol_webhooks::{AiResults, EventType, MediaModerated, WebhookEvent};
+use pixelpatrol_webhooks::{AiResults, EventType, MediaModerated};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -50,12 +50,11 @@ fn moderated_event(
     (labels, applied_rules): (&[Label], &[RuleOutcome]),
     now: i64,
 ) -> anyhow::Result<NewEvent> {
-    let event_id = new_id("evt");
-    let payload = WebhookEvent {
-        id: event_id.clone(),
-        event: EventType::MediaModerated.as_str().into(),
-        created_at: rfc3339(now),
-        data: MediaModerated {
+    NewEvent::new(
+        EventType::MediaModerated,
+        &media.site_id,
+        &media.id,
+        MediaModerated {
             media_id: media.id.clone(),
             site_id: media.site_id.clone(),
             status: verdict.as_str().into(),
@@ -74,16 +73,9 @@ fn moderated_event(
             decided_by: Some(decided_by.as_str().into()),
             note: note.map(str::to_string),
         },
-    };
-    Ok(NewEvent {
-        id: event_id,
-        site_id: media.site_id.clone(),
-        event_type: EventType::MediaModerated,
-        media_id: media.id.clone(),
-        payload: serde_json::to_string(&payload)?,
-        created_at: now,
-        deliver_at: deliverer.first_attempt_at(now),
-    })
+        now,
+        deliverer.first_attempt_at(now),
+    )
 }
 
 /// Stores a person's decision about `media` and emits `media.moderated`,

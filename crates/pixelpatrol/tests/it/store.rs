@@ -341,7 +341,6 @@ fn policy() -> HealthPolicy {
         failing_after: 3,
         alert_endpoint_id: None,
         alert_first_delay_ms: 0,
-        alert_event: pixelpatrol::alerts::alert_event,
     }
 }
 
