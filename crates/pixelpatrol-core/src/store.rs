@@ -163,8 +163,8 @@ pub trait ModerationQueue: Send + Sync {
 /// The delivery worker's side of the outbox: claim, record, give back.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Writes a test event with one delivery to `endpoint_id`, already leased
-    /// to the caller, who sends it at once.
+    /// Writes a test event with one delivery to `endpoint`, already leased to
+    /// the caller, who sends it at once.
     async fn create_leased_delivery(
         &self,
         endpoint: &Endpoint,

@@ -56,7 +56,7 @@ use pixelpatrol_store::rows::{CLAIMED_COLUMNS, ClaimedRow};
 /// reads a claim in the ordering benchmark). Matched as a range and ordered
 /// on, the endpoint needs an ascending (endpoint_id, seq) index to be read
 /// without a sort, and the pending partial index is the only one (migration
-/// 0005). The queue gauges use it too.
+/// 0005). The queue gauges (`maintenance.rs`) are built from it too.
 pub(super) const ENDPOINT_HEAD: &str = "p.endpoint_id >= e.id AND p.endpoint_id <= e.id \
     AND p.status = 'pending' ORDER BY p.endpoint_id, p.seq LIMIT 1";
 
@@ -131,9 +131,7 @@ impl PostgresStore {
             .push_bind(request.lease_until_ms)
             .push(", lease_token = ")
             .push_bind(request.lease_token)
-            .push(" WHERE seq IN (");
-        claim.push("SELECT seq FROM chosen");
-        claim.push(")");
+            .push(" WHERE seq IN (SELECT seq FROM chosen)");
         claim.push(format!(
             " RETURNING seq, id, event_id, event_type, endpoint_id, attempts) \
              SELECT {CLAIMED_COLUMNS} FROM claimed d \

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 
 use super::PostgresStore;
+use super::claim::ENDPOINT_HEAD;
 use pixelpatrol_core::store::Maintenance;
 
 /// The migrations this build applies on start.
@@ -19,14 +20,13 @@ impl Maintenance for PostgresStore {
 
     async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
         let pending = self.pending_deliveries().await?;
-        // The head lookup of the claim (`claim::ENDPOINT_HEAD`, which says
-        // why it is written so).
-        let oldest = sqlx::query_scalar!(
-            r#"SELECT MIN((SELECT p.created_at FROM deliveries p
-                 WHERE p.endpoint_id >= e.id AND p.endpoint_id <= e.id AND p.status = 'pending'
-                 ORDER BY p.endpoint_id, p.seq LIMIT 1))
-               AS "oldest: i64" FROM endpoints e WHERE e.active"#
-        )
+        // Built from the claim's own head lookup (`claim::ENDPOINT_HEAD`, which
+        // says why it is written so), so that the planner hint has one home;
+        // hence not a `query!` (whose text must be one literal).
+        let oldest: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT MIN((SELECT p.created_at FROM deliveries p WHERE {ENDPOINT_HEAD})) \
+             FROM endpoints e WHERE e.active"
+        ))
         .fetch_one(&self.read)
         .await?;
         Ok((pending, oldest))

@@ -35,6 +35,8 @@ mod rule_groups;
 mod settings;
 #[path = "../../pixelpatrol-store/src/shared/sites.rs"]
 mod sites;
+#[path = "../../pixelpatrol-store/src/shared/upkeep.rs"]
+mod upkeep;
 
 use std::str::FromStr;
 use std::sync::Arc;

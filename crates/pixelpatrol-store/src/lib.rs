@@ -5,8 +5,8 @@
 //! (`#[path]`) against its own database type, so that `sqlx::query!` checks
 //! every statement against that backend's schema, and each backend keeps its
 //! own `.sqlx` data. Nothing in `shared/` asks which backend it runs on;
-//! where a statement must differ, the backend's `locks.rs` or `claim.rs`
-//! holds it.
+//! where a statement must differ, the backend's own file of that concern
+//! holds it (`claim.rs`, `locks.rs`, `maintenance.rs`).
 
 pub mod batcher;
 pub mod rows;

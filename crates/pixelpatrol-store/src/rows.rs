@@ -20,7 +20,7 @@ pub const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, conten
 pub const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 pub const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, started_at, duration_ms, status_code, response_body, error_class, error_message, next_attempt_at";
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct SiteRow {
     pub id: String,
     pub name: String,
@@ -51,7 +51,7 @@ impl From<SiteRow> for Site {
     }
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct RuleGroupRow {
     pub id: String,
     pub site_id: String,
@@ -346,7 +346,7 @@ impl From<EventDeliveryRow> for EventDelivery {
 }
 
 /// A stored event, read to be sent again.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct StoredEventRow {
     pub id: String,
     pub site_id: String,
@@ -356,7 +356,7 @@ pub struct StoredEventRow {
 }
 
 /// An analysis job as a claim leases it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct LeasedJobRow {
     pub media_id: String,
     pub attempts: i64,
@@ -364,7 +364,7 @@ pub struct LeasedJobRow {
 }
 
 /// The attempt figures of one time window.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct WindowRow {
     pub attempts: i64,
     pub successes: i64,
@@ -372,7 +372,7 @@ pub struct WindowRow {
 }
 
 /// An endpoint's queue right now.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct QueueRow {
     pub pending: i64,
     pub in_flight: i64,

@@ -6,7 +6,8 @@
 //! worker and serves the HTTP API on the given listener until shutdown.
 //!
 //! Layers, each depending only on those before it: [`model`] (the domain),
-//! [`store`] (the database, one module per backend), [`net`] (the network
+//! [`store`] (the storage roles, and the backend crate the database URL
+//! names), [`net`] (the network
 //! guard), [`delivery`] and [`moderation`] (the workers), [`api`] (HTTP), and
 //! [`app`], which wires them together.
 

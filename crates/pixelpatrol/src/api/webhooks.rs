@@ -40,12 +40,23 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// The events a site's endpoint may subscribe to, as the errors list them:
+/// every event type but the operator's alerts.
+fn subscribable_events() -> String {
+    EventType::ALL
+        .iter()
+        .filter(|event| !event.is_operator_alert())
+        .map(|event| event.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Event names as given; checked one by one so the error names the entry.
 fn parse_events(events: &[String]) -> Result<Vec<EventType>> {
     if events.is_empty() {
         return Err(AppError::invalid(
             "events",
-            "events must name at least one of media.created, media.moderated, test.webhook",
+            format!("events must name at least one of {}", subscribable_events()),
         ));
     }
     let mut parsed = Vec::new();
@@ -59,7 +70,8 @@ fn parse_events(events: &[String]) -> Result<Vec<EventType>> {
             return Err(AppError::invalid(
                 format!("events[{index}]"),
                 format!(
-                    "{event} is an operator alert, sent to the server's PIXELPATROL_ALERT_WEBHOOK_URL; endpoints subscribe to media.created, media.moderated, test.webhook"
+                    "{event} is an operator alert, sent to the server's PIXELPATROL_ALERT_WEBHOOK_URL; endpoints subscribe to {}",
+                    subscribable_events()
                 ),
             ));
         }
