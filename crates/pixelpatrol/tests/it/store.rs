@@ -37,6 +37,7 @@ both_backends!(
     a_live_lease_is_not_claimed_again_and_a_lost_lease_only_logs_its_attempt,
     a_retry_waits_for_its_time_a_dead_delivery_fails_and_a_manual_retry_requeues_it,
     released_leases_are_claimable_again_at_once,
+    workers_claiming_at_once_never_lease_one_delivery_twice,
     claims_honour_the_limit_the_per_endpoint_cap_skipped_endpoints_and_endpoint_room,
     an_inactive_endpoint_is_not_claimed_and_reactivating_it_makes_its_backlog_due_now,
     a_run_folded_at_once_ends_where_it_ends_folded_attempt_by_attempt,
@@ -778,6 +779,68 @@ async fn released_leases_are_claimable_again_at_once(backend: Backend) {
     let released = delivery(&store, &endpoint.id, &id).await;
     assert_eq!(released.attempt_count, 0);
     assert!(released.attempts.is_empty());
+}
+
+/// Workers claiming at the same moment (several processes on one
+/// PostgreSQL; on SQLite they queue for the one writer) never lease one
+/// delivery twice, and what they leave is claimed afterwards: none is lost.
+async fn workers_claiming_at_once_never_lease_one_delivery_twice(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let site = site(&store).await;
+    for n in 0..4 {
+        add_endpoint(
+            &store,
+            &site,
+            &[EventType::MediaCreated],
+            true,
+            false,
+            T0 + n,
+        )
+        .await;
+    }
+    // 50 items to 4 endpoints: 200 deliveries, each the head of its lane.
+    for n in 0..50 {
+        submit(&store, &site, T0 + n).await;
+    }
+    let now = T0 + 1_000;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        workers.spawn(async move {
+            let token = new_id("lease");
+            let request = ClaimRequest {
+                limit: 20,
+                ..request(&token, now)
+            };
+            store.claim_deliveries(request).await.unwrap()
+        });
+    }
+    let mut leased = BTreeSet::new();
+    while let Some(claimed) = workers.join_next().await {
+        for delivery in claimed.unwrap() {
+            assert!(
+                leased.insert(delivery.id.clone()),
+                "{} was leased twice",
+                delivery.id
+            );
+        }
+    }
+    assert!(!leased.is_empty());
+    // Whatever the workers left is still due: claimed afterwards, once.
+    for _ in 0..5 {
+        let left = claim(&store, now).await;
+        if left.is_empty() {
+            break;
+        }
+        for delivery in left {
+            assert!(
+                leased.insert(delivery.id.clone()),
+                "{} was leased twice",
+                delivery.id
+            );
+        }
+    }
+    assert_eq!(leased.len(), 200, "every delivery leased exactly once");
 }
 
 async fn claims_honour_the_limit_the_per_endpoint_cap_skipped_endpoints_and_endpoint_room(
