@@ -78,7 +78,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        maintenance::migrator()
+        upkeep::migrator()
             .run(&pool)
             .await
             .context("migrating the PostgreSQL database")?;

@@ -78,7 +78,7 @@ impl SqliteStore {
             // The writer never checkpoints itself (see `wal::checkpoint_wal`).
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
-        maintenance::migrator()
+        upkeep::migrator()
             .run(&write)
             .await
             .context("migrating the SQLite database")?;

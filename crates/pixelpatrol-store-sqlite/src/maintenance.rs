@@ -1,15 +1,10 @@
-//! SQLite's upkeep: the planner's statistics, migrations, pool figures.
+//! SQLite's upkeep: the planner's statistics, the queue's oldest delivery,
+//! pool figures.
 
 use async_trait::async_trait;
-use sqlx::migrate::Migrator;
 
 use super::SqliteStore;
 use pixelpatrol_core::store::Maintenance;
-
-/// The migrations this build applies on start.
-pub(super) fn migrator() -> Migrator {
-    sqlx::migrate!("./migrations")
-}
 
 #[async_trait]
 impl Maintenance for SqliteStore {
@@ -32,8 +27,7 @@ impl Maintenance for SqliteStore {
     }
 
     async fn migration_status(&self) -> anyhow::Result<(i64, i64)> {
-        let known = migrator().migrations.len() as i64;
-        Ok((self.applied_migrations().await?, known))
+        self.migration_figures().await
     }
 
     fn pool_stats(&self) -> (u32, u32) {

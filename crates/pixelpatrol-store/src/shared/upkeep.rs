@@ -1,7 +1,15 @@
 //! What the backends' `maintenance.rs` share (compiled into each): the
-//! queue's size and the migrations applied.
+//! migrations, the queue's size.
+
+use sqlx::migrate::Migrator;
 
 use super::BackendStore;
+
+/// The migrations this build applies on start: the compiling backend
+/// crate's own `migrations/`.
+pub(super) fn migrator() -> Migrator {
+    sqlx::migrate!("./migrations")
+}
 
 impl BackendStore {
     /// Pending deliveries of active endpoints. It reads only the (endpoint,
@@ -18,12 +26,13 @@ impl BackendStore {
         .await?)
     }
 
-    /// Applied migrations.
-    pub(super) async fn applied_migrations(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar!(
+    /// Applied migrations against those this build knows.
+    pub(super) async fn migration_figures(&self) -> anyhow::Result<(i64, i64)> {
+        let applied = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "applied!: i64" FROM _sqlx_migrations WHERE success"#
         )
         .fetch_one(&self.read)
-        .await?)
+        .await?;
+        Ok((applied, migrator().migrations.len() as i64))
     }
 }
