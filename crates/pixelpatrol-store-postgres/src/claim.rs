@@ -24,7 +24,7 @@
 //!    flattened into a join PostgreSQL may hash against a scan of the whole
 //!    table.
 //! 3. **ranked** and the choice: each endpoint's room, the earliest due
-//!    first (`../shared/claim_parts.rs`).
+//!    first (`pixelpatrol-store/src/shared/claim_parts.rs`).
 //! 4. **chosen**: the search locks nothing (locking every candidate it
 //!    looked at took most of the database's time); only the chosen rows are
 //!    locked, skipping those another process holds. A row another process
