@@ -29,41 +29,30 @@ use crate::model::{
 
 pub type DynStore = Arc<dyn Store>;
 
-/// Every role at once: what `run` opens and hands around. Components that
-/// need one role take that role (`&dyn Outbox`, …).
+/// What the delivery worker asks of the store: claim, record and give back
+/// deliveries, fold endpoint health, and the periodic upkeep.
+pub trait DeliveryStore: Outbox + EndpointHealth + Retention + Maintenance + Settings {}
+
+impl<T> DeliveryStore for T where
+    T: Outbox + EndpointHealth + Retention + Maintenance + Settings + ?Sized
+{
+}
+
+/// What the moderation worker asks of the store: the site and its rules,
+/// the media item, and the analysis jobs.
+pub trait ModerationStore: Sites + RuleGroups + MediaStore + ModerationQueue {}
+
+impl<T> ModerationStore for T where T: Sites + RuleGroups + MediaStore + ModerationQueue + ?Sized {}
+
+/// Every role at once: what `run` opens and the API holds. The workers get
+/// their part only ([`DeliveryStore`], [`ModerationStore`]).
 pub trait Store:
-    Settings
-    + Sites
-    + Endpoints
-    + RuleGroups
-    + MediaStore
-    + ModerationQueue
-    + Outbox
-    + EndpointHealth
-    + DeliveryLog
-    + Retention
-    + Maintenance
-    + Send
-    + Sync
-    + 'static
+    DeliveryStore + ModerationStore + Endpoints + DeliveryLog + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: Settings
-        + Sites
-        + Endpoints
-        + RuleGroups
-        + MediaStore
-        + ModerationQueue
-        + Outbox
-        + EndpointHealth
-        + DeliveryLog
-        + Retention
-        + Maintenance
-        + Send
-        + Sync
-        + 'static
+    T: DeliveryStore + ModerationStore + Endpoints + DeliveryLog + Send + Sync + 'static
 {
 }
 

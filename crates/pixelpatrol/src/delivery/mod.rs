@@ -34,7 +34,7 @@ use crate::alerts::ALERT_ENDPOINT_ID;
 use crate::config::Config;
 use crate::model::RetrySchedule;
 use crate::model::{AttemptRecord, ClaimedDelivery, HealthPolicy, HealthTally, NextStep};
-use crate::store::DynStore;
+use crate::store::DeliveryStore;
 use crate::util::Heartbeat;
 use sender::{AttemptOutcome, Sender};
 pub use worker::Worker;
@@ -42,7 +42,7 @@ pub use worker::Worker;
 /// What the API needs from delivery: waking the worker when new work was
 /// committed, and sending a delivery right now (the endpoint test).
 pub struct Deliverer {
-    store: DynStore,
+    store: Arc<dyn DeliveryStore>,
     sender: Sender,
     schedule: RetrySchedule,
     lease: Duration,
@@ -61,7 +61,7 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(store: DynStore, config: &Config) -> anyhow::Result<Arc<Self>> {
+    pub fn new(store: Arc<dyn DeliveryStore>, config: &Config) -> anyhow::Result<Arc<Self>> {
         let schedule = config.retry_schedule.clone();
         let first_delay_ms = schedule.first_delay().as_millis().min(i64::MAX as u128) as i64;
         Ok(Arc::new(Self {

@@ -28,7 +28,7 @@ use crate::delivery::Deliverer;
 use crate::model::{
     DecideOutcome, DecisionRecord, Media, ModerationJob, NewEvent, RuleGroup, Site,
 };
-use crate::store::{DynStore, MediaStore};
+use crate::store::{MediaStore, ModerationStore};
 use crate::util::{Heartbeat, new_id, now_ms, rfc3339};
 use analyzer::{AnalysisInput, Analyzer, Label};
 use rules::RuleOutcome;
@@ -119,7 +119,10 @@ pub async fn record_decision(
 
 /// The site's default rule group, made from the templates if the site has
 /// none (sites created before rule groups existed).
-pub async fn default_group(store: &DynStore, site_id: &str) -> anyhow::Result<RuleGroup> {
+pub async fn default_group(
+    store: &dyn ModerationStore,
+    site_id: &str,
+) -> anyhow::Result<RuleGroup> {
     if let Some(group) = store.default_rule_group(site_id).await? {
         return Ok(group);
     }
@@ -151,7 +154,7 @@ pub fn template_group(site_id: &str, is_default: bool) -> RuleGroup {
 
 /// Runs the analyzers and the rules, and the worker loop that drives them.
 pub struct Moderator {
-    store: DynStore,
+    store: Arc<dyn ModerationStore>,
     deliverer: Arc<Deliverer>,
     analyzers: Vec<Arc<dyn Analyzer>>,
     nsfw: Arc<nsfw::NsfwClassifier>,
@@ -166,7 +169,7 @@ pub struct Moderator {
 
 impl Moderator {
     pub fn new(
-        store: DynStore,
+        store: Arc<dyn ModerationStore>,
         deliverer: Arc<Deliverer>,
         config: &Config,
     ) -> anyhow::Result<Arc<Self>> {
@@ -337,9 +340,9 @@ impl Moderator {
             Some(id) => match self.store.get_rule_group(&site.id, id).await? {
                 Some(group) => group,
                 // The chosen group was deleted since: the default applies.
-                None => default_group(&self.store, &site.id).await?,
+                None => default_group(self.store.as_ref(), &site.id).await?,
             },
-            None => default_group(&self.store, &site.id).await?,
+            None => default_group(self.store.as_ref(), &site.id).await?,
         };
         let decision = rules::decide(
             &group.rules,
