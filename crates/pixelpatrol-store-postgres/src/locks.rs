@@ -2,6 +2,7 @@
 //! transactions (and several processes) write at once. SQLite's file of the
 //! same name says why it needs none of this.
 
+use pixelpatrol_core::model::{Endpoint, NewEvent};
 use pixelpatrol_store::rows::{DeliveryRow, LeasedJobRow};
 
 use super::Db;
@@ -20,9 +21,14 @@ pub(super) const FOLD_READ_ORDER: &str = ") ORDER BY id FOR NO KEY UPDATE";
 /// writers from waiting on each other.
 pub(super) async fn lock_strict_endpoints(
     tx: &mut sqlx::Transaction<'static, Db>,
-    endpoint_ids: &[&str],
+    events: &[(&NewEvent, &[&Endpoint])],
 ) -> anyhow::Result<()> {
-    let mut strict = endpoint_ids.to_vec();
+    let mut strict: Vec<&str> = events
+        .iter()
+        .flat_map(|(_, endpoints)| endpoints.iter())
+        .filter(|endpoint| endpoint.strict_ordering)
+        .map(|endpoint| endpoint.id.as_str())
+        .collect();
     strict.sort_unstable();
     strict.dedup();
     for endpoint_id in strict {

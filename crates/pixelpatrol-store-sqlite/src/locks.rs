@@ -4,6 +4,7 @@
 //! `locks.rs`, the file of the same name) needs nothing here, and the
 //! statements read rows without a locking clause.
 
+use pixelpatrol_core::model::{Endpoint, NewEvent};
 use pixelpatrol_store::rows::{DeliveryRow, LeasedJobRow};
 
 use super::Db;
@@ -12,10 +13,11 @@ use super::Db;
 pub(super) const FOLD_READ_ORDER: &str = ") ORDER BY id";
 
 /// Sequence numbers are handed out in commit order by the single writer:
-/// strict-order endpoints need no turn-taking.
+/// strict-order endpoints need no turn-taking (and the submission path does
+/// not even look for them).
 pub(super) async fn lock_strict_endpoints(
     _tx: &mut sqlx::Transaction<'static, Db>,
-    _endpoint_ids: &[&str],
+    _events: &[(&NewEvent, &[&Endpoint])],
 ) -> anyhow::Result<()> {
     Ok(())
 }

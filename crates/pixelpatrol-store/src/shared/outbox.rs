@@ -57,15 +57,7 @@ impl BackendStore {
         leased: Option<(&str, &str, i64)>,
         write_event_rows: bool,
     ) -> anyhow::Result<()> {
-        let strict: Vec<&str> = events
-            .iter()
-            .flat_map(|(_, endpoints)| endpoints.iter())
-            .filter(|endpoint| endpoint.strict_ordering)
-            .map(|endpoint| endpoint.id.as_str())
-            .collect();
-        if !strict.is_empty() {
-            locks::lock_strict_endpoints(tx, &strict).await?;
-        }
+        locks::lock_strict_endpoints(tx, events).await?;
         for chunk in events.chunks(EVENT_CHUNK).filter(|_| write_event_rows) {
             let mut insert = QueryBuilder::<Db>::new(
                 "INSERT INTO events (id, site_id, event_type, media_id, payload, created_at) ",
