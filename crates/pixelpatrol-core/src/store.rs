@@ -23,9 +23,10 @@ use async_trait::async_trait;
 use crate::model::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord, Delivery,
     DeliveryFilter, Endpoint, EventFilter, EventSummary, HealthChange, HealthFigures, HealthPolicy,
-    HealthSummary, Media, MediaFilter, ModerationJob, NewEvent, Purged, RecoverOutcome,
-    ResendOutcome, RetryOutcome, RuleGroup, Site,
+    HealthSummary, Media, MediaFilter, MediaId, ModerationJob, NewEvent, Purged, RecoverOutcome,
+    ResendOutcome, RetryOutcome, RuleGroup, RuleGroupId, Site, SiteId, Timestamp,
 };
+use crate::model::{DeliveryId, EndpointId, EventId, LeaseToken};
 
 pub type DynStore = Arc<dyn Store>;
 
@@ -69,19 +70,23 @@ pub trait Sites: Send + Sync {
     /// Creates the site with its default rule group.
     async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()>;
     async fn list_sites(&self) -> anyhow::Result<Vec<Site>>;
-    async fn get_site(&self, id: &str) -> anyhow::Result<Option<Site>>;
+    async fn get_site(&self, id: &SiteId) -> anyhow::Result<Option<Site>>;
     async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>>;
     /// Updates name, url, description, threshold and external analyzer.
     async fn update_site(&self, site: &Site) -> anyhow::Result<bool>;
     /// Deletes the site with everything of it.
-    async fn delete_site(&self, id: &str) -> anyhow::Result<bool>;
+    async fn delete_site(&self, id: &SiteId) -> anyhow::Result<bool>;
 }
 
 #[async_trait]
 pub trait Endpoints: Send + Sync {
     async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()>;
-    async fn list_endpoints(&self, site_id: &str) -> anyhow::Result<Vec<Endpoint>>;
-    async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>>;
+    async fn list_endpoints(&self, site_id: &SiteId) -> anyhow::Result<Vec<Endpoint>>;
+    async fn get_endpoint(
+        &self,
+        site_id: &SiteId,
+        id: &EndpointId,
+    ) -> anyhow::Result<Option<Endpoint>>;
     /// Updates the endpoint; `active` is written only with `set_active` (so
     /// an unrelated edit cannot undo a concurrent disable). Turning it back
     /// on clears the disable, starts its health afresh and makes its
@@ -90,22 +95,26 @@ pub trait Endpoints: Send + Sync {
         &self,
         endpoint: &Endpoint,
         set_active: bool,
-        now_ms: i64,
+        now: Timestamp,
     ) -> anyhow::Result<bool>;
-    async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
+    async fn delete_endpoint(&self, site_id: &SiteId, id: &EndpointId) -> anyhow::Result<bool>;
 }
 
 #[async_trait]
 pub trait RuleGroups: Send + Sync {
-    async fn list_rule_groups(&self, site_id: &str) -> anyhow::Result<Vec<RuleGroup>>;
-    async fn get_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<Option<RuleGroup>>;
-    async fn default_rule_group(&self, site_id: &str) -> anyhow::Result<Option<RuleGroup>>;
+    async fn list_rule_groups(&self, site_id: &SiteId) -> anyhow::Result<Vec<RuleGroup>>;
+    async fn get_rule_group(
+        &self,
+        site_id: &SiteId,
+        id: &RuleGroupId,
+    ) -> anyhow::Result<Option<RuleGroup>>;
+    async fn default_rule_group(&self, site_id: &SiteId) -> anyhow::Result<Option<RuleGroup>>;
     /// Stores a new group; when it is the default, the previous default
     /// stops being one in the same transaction.
     async fn create_rule_group(&self, group: &RuleGroup) -> anyhow::Result<()>;
     async fn update_rule_group(&self, group: &RuleGroup) -> anyhow::Result<bool>;
     /// Deletes a group that is not the site's default.
-    async fn delete_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<bool>;
+    async fn delete_rule_group(&self, site_id: &SiteId, id: &RuleGroupId) -> anyhow::Result<bool>;
 }
 
 #[async_trait]
@@ -118,15 +127,19 @@ pub trait MediaStore: Send + Sync {
         event: &NewEvent,
         analyze: bool,
     ) -> anyhow::Result<()>;
-    async fn get_media(&self, id: &str) -> anyhow::Result<Option<Media>>;
+    async fn get_media(&self, id: &MediaId) -> anyhow::Result<Option<Media>>;
     /// A site's media, newest first.
-    async fn list_media(&self, site_id: &str, filter: &MediaFilter) -> anyhow::Result<Vec<Media>>;
+    async fn list_media(
+        &self,
+        site_id: &SiteId,
+        filter: &MediaFilter,
+    ) -> anyhow::Result<Vec<Media>>;
     /// Records a decision and its `media.moderated` event in one transaction.
     /// With `job`, the job is removed in the same transaction (only its
     /// lease holder can), and a manual decision already made is kept.
     async fn decide_media(
         &self,
-        media_id: &str,
+        media_id: &MediaId,
         decision: &DecisionRecord,
         event: &NewEvent,
         job: Option<&ModerationJob>,
@@ -138,13 +151,13 @@ pub trait MediaStore: Send + Sync {
 pub trait ModerationQueue: Send + Sync {
     /// Queues (or re-queues) analysis of an item; a lease held on it is
     /// voided, so the running analysis's result is dropped.
-    async fn enqueue_moderation(&self, media_id: &str, now_ms: i64) -> anyhow::Result<()>;
+    async fn enqueue_moderation(&self, media_id: &MediaId, now: Timestamp) -> anyhow::Result<()>;
     /// Leases up to `limit` due moderation jobs.
     async fn claim_moderation_jobs(
         &self,
-        lease_token: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
+        lease_token: &LeaseToken,
+        now: Timestamp,
+        lease_until: Timestamp,
         limit: i64,
     ) -> anyhow::Result<Vec<ModerationJob>>;
 }
@@ -158,9 +171,9 @@ pub trait Outbox: Send + Sync {
         &self,
         endpoint: &Endpoint,
         event: &NewEvent,
-        delivery_id: &str,
-        lease_token: &str,
-        lease_until_ms: i64,
+        delivery_id: &DeliveryId,
+        lease_token: &LeaseToken,
+        lease_until: Timestamp,
     ) -> anyhow::Result<ClaimedDelivery>;
     /// Leases up to `limit` due deliveries that are first in their lane, at
     /// most `max_per_endpoint` (or the endpoint's room) for one endpoint, so
@@ -172,7 +185,7 @@ pub trait Outbox: Send + Sync {
     /// Records attempts and moves their deliveries on, in one transaction.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()>;
     /// Gives leased deliveries back without an attempt (graceful shutdown).
-    async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()>;
+    async fn release_leases(&self, leases: &[(DeliveryId, LeaseToken)]) -> anyhow::Result<()>;
 }
 
 #[async_trait]
@@ -191,8 +204,8 @@ pub trait EndpointHealth: Send + Sync {
     /// deliveries stay for recovery.
     async fn disable_failing_endpoints(
         &self,
-        now_ms: i64,
-        failing_since_before: i64,
+        now: Timestamp,
+        failing_since_before: Timestamp,
         min_dead: i64,
         health: &HealthPolicy,
     ) -> anyhow::Result<Vec<HealthChange>>;
@@ -200,12 +213,12 @@ pub trait EndpointHealth: Send + Sync {
     async fn configure_alert_endpoint(
         &self,
         target: Option<(&str, &str)>,
-        now_ms: i64,
+        now: Timestamp,
     ) -> anyhow::Result<()>;
     async fn endpoint_health(
         &self,
-        endpoint_id: &str,
-        now_ms: i64,
+        endpoint_id: &EndpointId,
+        now: Timestamp,
     ) -> anyhow::Result<HealthFigures>;
 }
 
@@ -214,40 +227,40 @@ pub trait EndpointHealth: Send + Sync {
 pub trait DeliveryLog: Send + Sync {
     async fn list_deliveries(
         &self,
-        endpoint_id: &str,
+        endpoint_id: &EndpointId,
         filter: &DeliveryFilter,
     ) -> anyhow::Result<Vec<Delivery>>;
     async fn get_delivery(
         &self,
-        endpoint_id: &str,
-        delivery_id: &str,
+        endpoint_id: &EndpointId,
+        delivery_id: &DeliveryId,
     ) -> anyhow::Result<Option<Delivery>>;
     async fn retry_delivery(
         &self,
-        endpoint_id: &str,
-        delivery_id: &str,
-        now_ms: i64,
+        endpoint_id: &EndpointId,
+        delivery_id: &DeliveryId,
+        now: Timestamp,
     ) -> anyhow::Result<RetryOutcome>;
     /// Re-queues dead deliveries created in `[since, until)`, oldest first.
     async fn recover_deliveries(
         &self,
-        endpoint_id: &str,
-        since_ms: i64,
-        until_ms: Option<i64>,
-        now_ms: i64,
+        endpoint_id: &EndpointId,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        now: Timestamp,
     ) -> anyhow::Result<RecoverOutcome>;
     /// New deliveries of an existing event to the site's subscribed active
     /// endpoints, or to the one named.
     async fn resend_event(
         &self,
-        site_id: &str,
-        event_id: &str,
-        endpoint_id: Option<&str>,
-        now_ms: i64,
+        site_id: &SiteId,
+        event_id: &EventId,
+        endpoint_id: Option<&EndpointId>,
+        now: Timestamp,
     ) -> anyhow::Result<ResendOutcome>;
     async fn list_events(
         &self,
-        site_id: &str,
+        site_id: &SiteId,
         filter: &EventFilter,
     ) -> anyhow::Result<Vec<EventSummary>>;
 }
@@ -257,7 +270,7 @@ pub trait Retention: Send + Sync {
     /// One bounded step of retention: up to `batch` attempts and `batch`
     /// events (with their finished deliveries) older than `cutoff`; events
     /// with pending deliveries are kept.
-    async fn purge_step(&self, cutoff_ms: i64, batch: i64) -> anyhow::Result<Purged>;
+    async fn purge_step(&self, cutoff: Timestamp, batch: i64) -> anyhow::Result<Purged>;
 }
 
 /// The database's own upkeep and what operations ask of it.
@@ -266,7 +279,7 @@ pub trait Maintenance: Send + Sync {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Pending deliveries in all and the oldest one's creation time.
-    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)>;
+    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<Timestamp>)>;
     /// Applied migrations against those this build knows.
     async fn migration_status(&self) -> anyhow::Result<(i64, i64)>;
     /// Connections open and idle in the pools.

@@ -76,9 +76,9 @@ impl PostgresStore {
                 "WHERE x.endpoint_id = e.id AND x.status = 'pending' \
                  AND x.next_attempt_at <= ",
             )
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(" AND (x.lease_until IS NULL OR x.lease_until < ")
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(
                 ") AND x.seq <= (SELECT MIN(p.seq) FROM deliveries p \
                     WHERE p.endpoint_id = x.endpoint_id AND p.ordering_key = x.ordering_key \
@@ -99,9 +99,9 @@ impl PostgresStore {
             .push(") h ");
         claim
             .push("WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= ")
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(" AND (h.lease_until IS NULL OR h.lease_until < ")
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(")");
         push_skipped(&mut claim, &request);
         claim
@@ -116,9 +116,9 @@ impl PostgresStore {
              AND next_attempt_at <= ",
         );
         claim
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(" AND (lease_until IS NULL OR lease_until < ")
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(") AND seq = ANY(ARRAY(");
         push_choice(&mut claim, &request, request.limit.saturating_mul(2));
         claim
@@ -128,9 +128,9 @@ impl PostgresStore {
         // 5. Leased, and returned with what sending needs.
         claim
             .push("UPDATE deliveries SET lease_until = ")
-            .push_bind(request.lease_until_ms)
+            .push_bind(request.lease_until.millis())
             .push(", lease_token = ")
-            .push_bind(request.lease_token)
+            .push_bind(request.lease_token.as_str())
             .push(" WHERE seq IN (SELECT seq FROM chosen)");
         claim.push(format!(
             " RETURNING seq, id, event_id, event_type, endpoint_id, attempts) \

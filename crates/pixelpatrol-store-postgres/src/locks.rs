@@ -2,7 +2,7 @@
 //! transactions (and several processes) write at once. SQLite's file of the
 //! same name says why it needs none of this.
 
-use pixelpatrol_core::model::{Endpoint, NewEvent};
+use pixelpatrol_core::model::{DeliveryId, Endpoint, EndpointId, LeaseToken, NewEvent, Timestamp};
 use pixelpatrol_store::rows::{DeliveryRow, LeasedJobRow};
 
 use super::Db;
@@ -43,11 +43,11 @@ pub(super) async fn lock_strict_endpoints(
 /// it makes its leases visible to recover's check for busy lanes.
 pub(super) async fn wait_for_claims(
     tx: &mut sqlx::Transaction<'static, Db>,
-    endpoint_id: &str,
+    endpoint_id: &EndpointId,
 ) -> anyhow::Result<()> {
     sqlx::query!(
         "SELECT seq FROM deliveries WHERE endpoint_id = $1 AND status = 'pending' FOR UPDATE",
-        endpoint_id
+        endpoint_id.as_str()
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -57,16 +57,16 @@ pub(super) async fn wait_for_claims(
 /// A delivery retried by hand, locked while its lane is checked.
 pub(super) async fn delivery_for_retry(
     tx: &mut sqlx::Transaction<'static, Db>,
-    endpoint_id: &str,
-    delivery_id: &str,
+    endpoint_id: &EndpointId,
+    delivery_id: &DeliveryId,
 ) -> anyhow::Result<Option<DeliveryRow>> {
     Ok(sqlx::query_as!(
         DeliveryRow,
         r#"SELECT seq AS "seq!", id, event_id, event_type, endpoint_id, site_id, ordering_key, status,
            attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at
            FROM deliveries WHERE endpoint_id = $1 AND id = $2 FOR UPDATE"#,
-        endpoint_id,
-        delivery_id
+        endpoint_id.as_str(),
+        delivery_id.as_str()
     )
     .fetch_optional(&mut **tx)
     .await?)
@@ -76,9 +76,9 @@ pub(super) async fn delivery_for_retry(
 /// lease different ones.
 pub(super) async fn lease_moderation_jobs(
     tx: &mut sqlx::Transaction<'static, Db>,
-    lease_token: &str,
-    now_ms: i64,
-    lease_until_ms: i64,
+    lease_token: &LeaseToken,
+    now: Timestamp,
+    lease_until: Timestamp,
     limit: i64,
 ) -> anyhow::Result<Vec<LeasedJobRow>> {
     Ok(sqlx::query_as!(
@@ -88,9 +88,9 @@ pub(super) async fn lease_moderation_jobs(
            WHERE due_at <= $3 AND (leased_until IS NULL OR leased_until < $3) \
            ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
          RETURNING media_id, attempts, created_at",
-        lease_token,
-        lease_until_ms,
-        now_ms,
+        lease_token.as_str(),
+        lease_until.millis(),
+        now.millis(),
         limit
     )
     .fetch_all(&mut **tx)

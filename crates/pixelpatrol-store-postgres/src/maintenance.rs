@@ -2,6 +2,7 @@
 //! delivery, pool figures.
 
 use async_trait::async_trait;
+use pixelpatrol_core::model::Timestamp;
 
 use super::PostgresStore;
 use super::claim::ENDPOINT_HEAD;
@@ -13,7 +14,7 @@ impl Maintenance for PostgresStore {
         "postgres"
     }
 
-    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
+    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<Timestamp>)> {
         let pending = self.pending_deliveries().await?;
         // Built from the claim's own head lookup (`claim::ENDPOINT_HEAD`, which
         // says why it is written so), so that the planner hint has one home;
@@ -24,7 +25,7 @@ impl Maintenance for PostgresStore {
         ))
         .fetch_one(&self.read)
         .await?;
-        Ok((pending, oldest))
+        Ok((pending, oldest.map(Timestamp::from_millis)))
     }
 
     async fn migration_status(&self) -> anyhow::Result<(i64, i64)> {

@@ -44,9 +44,9 @@ impl SqliteStore {
                 "WHERE x.endpoint_id = e.id AND x.status = 'pending' \
                  AND x.next_attempt_at <= ",
             )
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(" AND (x.lease_until IS NULL OR x.lease_until < ")
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(
                 ") AND NOT EXISTS (SELECT 1 FROM deliveries p \
                     WHERE p.endpoint_id = x.endpoint_id AND p.ordering_key = x.ordering_key \
@@ -63,9 +63,9 @@ impl SqliteStore {
         );
         claim
             .push("WHERE e.active AND e.strict_ordering AND h.next_attempt_at <= ")
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(" AND (h.lease_until IS NULL OR h.lease_until < ")
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(")");
         push_skipped(&mut claim, &request);
         claim
@@ -74,11 +74,11 @@ impl SqliteStore {
         claim.push(RANKED);
         claim
             .push("UPDATE deliveries SET lease_until = ")
-            .push_bind(request.lease_until_ms)
+            .push_bind(request.lease_until.millis())
             .push(", next_attempt_at = ")
-            .push_bind(request.lease_until_ms)
+            .push_bind(request.lease_until.millis())
             .push(", lease_token = ")
-            .push_bind(request.lease_token)
+            .push_bind(request.lease_token.as_str())
             .push(" WHERE seq IN (");
         push_choice(&mut claim, &request, request.limit);
         claim.push(")");
@@ -119,7 +119,7 @@ impl SqliteStore {
              JOIN events ev ON ev.id = d.event_id WHERE d.lease_token = "
         ));
         details
-            .push_bind(request.lease_token)
+            .push_bind(request.lease_token.as_str())
             .push(" AND d.seq IN (");
         let mut list = details.separated(", ");
         for seq in seqs {
@@ -142,9 +142,9 @@ impl SqliteStore {
             "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ",
         );
         release
-            .push_bind(request.now_ms)
+            .push_bind(request.now.millis())
             .push(" WHERE lease_token = ")
-            .push_bind(request.lease_token)
+            .push_bind(request.lease_token.as_str())
             .push(" AND seq IN (");
         let mut list = release.separated(", ");
         for seq in seqs {

@@ -4,7 +4,7 @@
 //! `locks.rs`, the file of the same name) needs nothing here, and the
 //! statements read rows without a locking clause.
 
-use pixelpatrol_core::model::{Endpoint, NewEvent};
+use pixelpatrol_core::model::{DeliveryId, Endpoint, EndpointId, LeaseToken, NewEvent, Timestamp};
 use pixelpatrol_store::rows::{DeliveryRow, LeasedJobRow};
 
 use super::Db;
@@ -25,7 +25,7 @@ pub(super) async fn lock_strict_endpoints(
 /// A claim is one write transaction: when recover runs, none is half done.
 pub(super) async fn wait_for_claims(
     _tx: &mut sqlx::Transaction<'static, Db>,
-    _endpoint_id: &str,
+    _endpoint_id: &EndpointId,
 ) -> anyhow::Result<()> {
     Ok(())
 }
@@ -33,9 +33,11 @@ pub(super) async fn wait_for_claims(
 /// A delivery retried by hand, read inside the retry's transaction.
 pub(super) async fn delivery_for_retry(
     tx: &mut sqlx::Transaction<'static, Db>,
-    endpoint_id: &str,
-    delivery_id: &str,
+    endpoint_id: &EndpointId,
+    delivery_id: &DeliveryId,
 ) -> anyhow::Result<Option<DeliveryRow>> {
+    let endpoint_id = endpoint_id.as_str();
+    let delivery_id = delivery_id.as_str();
     Ok(sqlx::query_as!(
         DeliveryRow,
         r#"SELECT seq AS "seq!", id, event_id, event_type, endpoint_id, site_id, ordering_key, status,
@@ -51,11 +53,14 @@ pub(super) async fn delivery_for_retry(
 /// Leases up to `limit` due analysis jobs.
 pub(super) async fn lease_moderation_jobs(
     tx: &mut sqlx::Transaction<'static, Db>,
-    lease_token: &str,
-    now_ms: i64,
-    lease_until_ms: i64,
+    lease_token: &LeaseToken,
+    now: Timestamp,
+    lease_until: Timestamp,
     limit: i64,
 ) -> anyhow::Result<Vec<LeasedJobRow>> {
+    let lease_token = lease_token.as_str();
+    let lease_until = lease_until.millis();
+    let now = now.millis();
     Ok(sqlx::query_as!(
         LeasedJobRow,
         "UPDATE moderation_jobs SET lease_token = $1, leased_until = $2, attempts = attempts + 1 \
@@ -64,8 +69,8 @@ pub(super) async fn lease_moderation_jobs(
            ORDER BY due_at LIMIT $4) \
          RETURNING media_id, attempts, created_at",
         lease_token,
-        lease_until_ms,
-        now_ms,
+        lease_until,
+        now,
         limit
     )
     .fetch_all(&mut **tx)

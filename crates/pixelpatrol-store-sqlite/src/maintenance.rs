@@ -2,6 +2,7 @@
 //! pool figures.
 
 use async_trait::async_trait;
+use pixelpatrol_core::model::Timestamp;
 
 use super::SqliteStore;
 use pixelpatrol_core::store::Maintenance;
@@ -12,7 +13,7 @@ impl Maintenance for SqliteStore {
         "sqlite"
     }
 
-    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<i64>)> {
+    async fn queue_stats(&self) -> anyhow::Result<(i64, Option<Timestamp>)> {
         let pending = self.pending_deliveries().await?;
         // SQLite's MIN over the (endpoint, seq) pending index is one seek
         // per endpoint.
@@ -23,7 +24,7 @@ impl Maintenance for SqliteStore {
         )
         .fetch_one(&self.read)
         .await?;
-        Ok((pending, oldest))
+        Ok((pending, oldest.map(Timestamp::from_millis)))
     }
 
     async fn migration_status(&self) -> anyhow::Result<(i64, i64)> {

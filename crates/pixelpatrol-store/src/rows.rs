@@ -10,7 +10,8 @@ use anyhow::Context as _;
 
 use pixelpatrol_core::model::{
     AiLabels, Attempt, DecidedBy, Delivery, DeliveryStatus, EventDelivery, EventSummary,
-    FailureInfo, HealthChange, HealthChangeKind, Media, MediaStatus, RuleGroup, Site,
+    FailureInfo, HealthChange, HealthChangeKind, LeaseToken, Media, MediaStatus, RuleGroup, Site,
+    Timestamp,
 };
 
 /// What a health change reports of its endpoint.
@@ -37,7 +38,7 @@ pub struct SiteRow {
 impl From<SiteRow> for Site {
     fn from(row: SiteRow) -> Self {
         Site {
-            id: row.id,
+            id: row.id.into(),
             name: row.name,
             url: row.url,
             description: row.description,
@@ -45,8 +46,8 @@ impl From<SiteRow> for Site {
             confidence_threshold: row.confidence_threshold,
             external_analyzer_url: row.external_analyzer_url,
             external_analyzer_secret: row.external_analyzer_secret,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            created_at: Timestamp::from_millis(row.created_at),
+            updated_at: Timestamp::from_millis(row.updated_at),
         }
     }
 }
@@ -71,13 +72,13 @@ impl TryFrom<RuleGroupRow> for RuleGroup {
         Ok(RuleGroup {
             rules: serde_json::from_str(&row.rules)
                 .with_context(|| format!("rule group {}: unreadable rules", row.id))?,
-            id: row.id,
-            site_id: row.site_id,
+            id: row.id.into(),
+            site_id: row.site_id.into(),
             name: row.name,
             description: row.description,
             is_default: row.is_default,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            created_at: Timestamp::from_millis(row.created_at),
+            updated_at: Timestamp::from_millis(row.updated_at),
         })
     }
 }
@@ -97,17 +98,17 @@ pub struct ChangeRow {
 }
 
 impl ChangeRow {
-    pub fn into_change(self, kind: HealthChangeKind, at: i64) -> HealthChange {
+    pub fn into_change(self, kind: HealthChangeKind, at: Timestamp) -> HealthChange {
         HealthChange {
             kind,
             last_failure: self.last_failure_at.map(|failed_at| FailureInfo {
-                at: failed_at,
+                at: Timestamp::from_millis(failed_at),
                 class: self.last_failure_class,
                 status_code: self.last_failure_status,
                 message: self.last_failure_message,
             }),
-            endpoint_id: self.id,
-            site_id: self.site_id,
+            endpoint_id: self.id.into(),
+            site_id: self.site_id.into(),
             url: self.url,
             consecutive_failures: self.consecutive_failures,
             reason: self.disabled_reason,
@@ -160,8 +161,8 @@ impl TryFrom<MediaRow> for Media {
                 labels: json_column(row.ai_labels)?,
             },
             applied_rules: json_column(row.applied_rules)?,
-            id: row.id,
-            site_id: row.site_id,
+            id: row.id.into(),
+            site_id: row.site_id.into(),
             app_media_id: row.app_media_id,
             content_type: row.content_type,
             content_url: row.content_url,
@@ -175,11 +176,11 @@ impl TryFrom<MediaRow> for Media {
                 ),
                 None => None,
             },
-            rule_group_id: row.rule_group_id,
+            rule_group_id: row.rule_group_id.map(Into::into),
             processing_ms: row.processing_ms,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            moderated_at: row.moderated_at,
+            created_at: Timestamp::from_millis(row.created_at),
+            updated_at: Timestamp::from_millis(row.updated_at),
+            moderated_at: row.moderated_at.map(Timestamp::from_millis),
         })
     }
 }
@@ -220,18 +221,18 @@ impl TryFrom<DeliveryRow> for Delivery {
             status: DeliveryStatus::parse(&row.status)
                 .with_context(|| format!("unknown delivery status {:?}", row.status))?,
             seq: row.seq,
-            id: row.id,
-            event_id: row.event_id,
+            id: row.id.into(),
+            event_id: row.event_id.into(),
             event: row.event_type,
-            webhook_id: row.endpoint_id,
-            site_id: row.site_id,
+            webhook_id: row.endpoint_id.into(),
+            site_id: row.site_id.into(),
             media_id: row.ordering_key,
             attempt_count: row.attempts,
-            next_attempt_at: row.next_attempt_at,
+            next_attempt_at: row.next_attempt_at.map(Timestamp::from_millis),
             last_status_code: row.last_status_code,
             last_error: row.last_error,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            created_at: Timestamp::from_millis(row.created_at),
+            updated_at: Timestamp::from_millis(row.updated_at),
             attempts: Vec::new(),
         })
     }
@@ -253,15 +254,15 @@ pub struct AttemptRow {
 impl From<AttemptRow> for Attempt {
     fn from(row: AttemptRow) -> Self {
         Attempt {
-            delivery_id: row.delivery_id,
+            delivery_id: row.delivery_id.into(),
             attempt: row.attempt,
-            started_at: row.started_at,
+            started_at: Timestamp::from_millis(row.started_at),
             duration_ms: row.duration_ms,
             status_code: row.status_code,
             response_body: row.response_body,
             error_class: row.error_class,
             error_message: row.error_message,
-            next_attempt_at: row.next_attempt_at,
+            next_attempt_at: row.next_attempt_at.map(Timestamp::from_millis),
         }
     }
 }
@@ -286,17 +287,20 @@ pub const CLAIMED_COLUMNS: &str = "d.id, d.event_id, d.event_type, d.endpoint_id
      e.url, e.secret, ev.payload, ev.created_at AS event_created_at";
 
 impl ClaimedRow {
-    pub fn into_claimed(self, lease_token: &str) -> pixelpatrol_core::model::ClaimedDelivery {
+    pub fn into_claimed(
+        self,
+        lease_token: &LeaseToken,
+    ) -> pixelpatrol_core::model::ClaimedDelivery {
         pixelpatrol_core::model::ClaimedDelivery {
-            id: self.id,
-            lease_token: lease_token.to_string(),
-            event_id: self.event_id,
+            id: self.id.into(),
+            lease_token: lease_token.clone(),
+            event_id: self.event_id.into(),
             event_type: self.event_type,
-            endpoint_id: self.endpoint_id,
+            endpoint_id: self.endpoint_id.into(),
             url: self.url,
             secret: self.secret,
             payload: self.payload,
-            event_created_at: self.event_created_at,
+            event_created_at: Timestamp::from_millis(self.event_created_at),
             previous_attempts: self.attempts,
         }
     }
@@ -313,10 +317,10 @@ pub struct EventRow {
 impl From<EventRow> for EventSummary {
     fn from(row: EventRow) -> Self {
         EventSummary {
-            id: row.id,
+            id: row.id.into(),
             event: row.event_type,
             media_id: row.media_id,
-            created_at: row.created_at,
+            created_at: Timestamp::from_millis(row.created_at),
             deliveries: Vec::new(),
         }
     }
@@ -336,8 +340,8 @@ pub struct EventDeliveryRow {
 impl From<EventDeliveryRow> for EventDelivery {
     fn from(row: EventDeliveryRow) -> Self {
         EventDelivery {
-            delivery_id: row.id,
-            webhook_id: row.endpoint_id,
+            delivery_id: row.id.into(),
+            webhook_id: row.endpoint_id.into(),
             status: row.status,
             attempts: row.attempts,
             last_status_code: row.last_status_code,

@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::delivery::{Deliverer, Worker};
 use crate::moderation::{self, Moderator};
 use crate::store::{self, DynStore};
-use crate::util;
 
 /// Runs the server on `listener` until `shutdown` is cancelled, then stops
 /// taking requests, lets the worker finish or release its attempts, and
@@ -101,7 +100,7 @@ async fn configure_alerts(store: &DynStore, config: &Config) -> anyhow::Result<(
             target
                 .as_ref()
                 .map(|(url, secret)| (url.as_str(), secret.as_str())),
-            util::now_ms(),
+            crate::model::Timestamp::now(),
         )
         .await
 }

@@ -4,7 +4,7 @@
 use pixelpatrol_webhooks::EventType;
 use serde::Serialize;
 
-use super::{ser_ms, ser_ms_opt};
+use super::{DeliveryId, EndpointId, EventId, LeaseToken, SiteId, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,58 +35,51 @@ impl DeliveryStatus {
 }
 
 /// A delivery as the log shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
-    pub id: String,
-    pub event_id: String,
+    pub id: DeliveryId,
+    pub event_id: EventId,
     pub event: String,
-    pub webhook_id: String,
-    pub site_id: String,
+    pub webhook_id: EndpointId,
+    pub site_id: SiteId,
     pub media_id: String,
     pub status: DeliveryStatus,
     pub attempt_count: i64,
-    #[serde(serialize_with = "ser_ms_opt")]
-    pub next_attempt_at: Option<i64>,
+    pub next_attempt_at: Option<Timestamp>,
     pub last_status_code: Option<i64>,
     pub last_error: Option<String>,
-    #[serde(serialize_with = "ser_ms")]
-    pub created_at: i64,
-    #[serde(serialize_with = "ser_ms")]
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub attempts: Vec<Attempt>,
-    #[serde(skip)]
     pub seq: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Attempt {
     pub attempt: i64,
-    #[serde(serialize_with = "ser_ms")]
-    pub started_at: i64,
+    pub started_at: Timestamp,
     pub duration_ms: i64,
     pub status_code: Option<i64>,
     pub response_body: Option<String>,
     pub error_class: Option<String>,
     pub error_message: Option<String>,
-    #[serde(serialize_with = "ser_ms_opt")]
-    pub next_attempt_at: Option<i64>,
-    #[serde(skip)]
-    pub delivery_id: String,
+    pub next_attempt_at: Option<Timestamp>,
+    pub delivery_id: DeliveryId,
 }
 
 /// A delivery reserved for one worker, with everything needed to send it.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
-    pub id: String,
-    pub lease_token: String,
-    pub event_id: String,
+    pub id: DeliveryId,
+    pub lease_token: LeaseToken,
+    pub event_id: EventId,
     pub event_type: String,
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     pub url: String,
     pub secret: String,
     pub payload: String,
     /// When the event was created (for end-to-end latency).
-    pub event_created_at: i64,
+    pub event_created_at: Timestamp,
     /// Attempts made before this one.
     pub previous_attempts: i64,
 }
@@ -95,18 +88,18 @@ pub struct ClaimedDelivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStep {
     Succeeded,
-    RetryAt(i64),
+    RetryAt(Timestamp),
     Dead,
 }
 
 /// One finished attempt, to be recorded together with the delivery's new state.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
-    pub delivery_id: String,
-    pub endpoint_id: String,
-    pub lease_token: String,
+    pub delivery_id: DeliveryId,
+    pub endpoint_id: EndpointId,
+    pub lease_token: LeaseToken,
     pub attempt: i64,
-    pub started_at: i64,
+    pub started_at: Timestamp,
     pub duration_ms: i64,
     pub status_code: Option<i64>,
     pub response_body: Option<String>,
@@ -134,7 +127,7 @@ pub struct Purged {
 pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub event: Option<EventType>,
-    pub since_ms: Option<i64>,
+    pub since: Option<Timestamp>,
     /// Only deliveries older than this sequence number (the page cursor).
     pub before_seq: Option<i64>,
     pub limit: i64,
@@ -142,16 +135,16 @@ pub struct DeliveryFilter {
 
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
-    pub lease_token: &'a str,
-    pub now_ms: i64,
-    pub lease_until_ms: i64,
+    pub lease_token: &'a LeaseToken,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
     pub limit: i64,
     /// Endpoints this worker will not take more work for right now.
-    pub skip_endpoints: &'a [String],
+    pub skip_endpoints: &'a [EndpointId],
     /// Most deliveries taken for one endpoint…
     pub max_per_endpoint: i64,
     /// …except these, which already have attempts in flight: (endpoint, room left).
-    pub endpoint_room: &'a [(String, i64)],
+    pub endpoint_room: &'a [(EndpointId, i64)],
 }
 
 /// Outcome of a request to retry a delivery by hand.

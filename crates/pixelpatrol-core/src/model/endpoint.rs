@@ -2,19 +2,17 @@
 //! of their health.
 
 use pixelpatrol_webhooks::EventType;
-use serde::Serialize;
 
-use super::{ser_ms, ser_ms_opt};
+use super::{EndpointId, SiteId, Timestamp};
 
 /// The endpoint operator alerts are delivered to (on [`super::OPERATOR_SITE_ID`]).
 pub const ALERT_ENDPOINT_ID: &str = "wh_operator_alerts";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
-    pub id: String,
-    pub site_id: String,
+    pub id: EndpointId,
+    pub site_id: SiteId,
     pub url: String,
-    #[serde(skip)]
     pub secret: String,
     pub events: Vec<EventType>,
     pub active: bool,
@@ -22,14 +20,10 @@ pub struct Endpoint {
     pub strict_ordering: bool,
     /// Why the server disabled the endpoint (`410 Gone`, or failing too long).
     pub disabled_reason: Option<String>,
-    #[serde(serialize_with = "ser_ms_opt")]
-    pub disabled_at: Option<i64>,
-    #[serde(skip)]
+    pub disabled_at: Option<Timestamp>,
     pub health: EndpointHealthState,
-    #[serde(serialize_with = "ser_ms")]
-    pub created_at: i64,
-    #[serde(serialize_with = "ser_ms")]
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// What the server keeps about an endpoint's recent attempts.
@@ -37,9 +31,9 @@ pub struct Endpoint {
 pub struct EndpointHealthState {
     pub consecutive_failures: i64,
     /// When the current run of failures began.
-    pub failing_since: Option<i64>,
-    pub last_success_at: Option<i64>,
-    pub last_failure_at: Option<i64>,
+    pub failing_since: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_failure_at: Option<Timestamp>,
     pub last_failure_class: Option<String>,
     pub last_failure_status: Option<i64>,
     pub last_failure_message: Option<String>,

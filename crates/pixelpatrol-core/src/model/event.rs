@@ -4,22 +4,22 @@
 use pixelpatrol_webhooks::{EventType, WebhookEvent};
 use serde::Serialize;
 
-use super::ser_ms;
-use crate::util::{new_id, rfc3339};
+use super::{DeliveryId, EndpointId, EventId, SiteId, Timestamp};
 
 /// An event about to be written with the state change that caused it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub id: String,
-    pub site_id: String,
+    pub id: EventId,
+    pub site_id: SiteId,
     pub event_type: EventType,
-    /// Deliveries about the same media item to one endpoint form an ordered lane.
+    /// Deliveries with the same lane key to one endpoint are sent in order:
+    /// the media item's id (an endpoint's id for the alerts about it).
     pub media_id: String,
     /// The exact JSON body every endpoint receives.
     pub payload: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// When the first attempt is due (the retry schedule's first delay).
-    pub deliver_at: i64,
+    pub deliver_at: Timestamp,
 }
 
 impl NewEvent {
@@ -29,22 +29,22 @@ impl NewEvent {
     /// media item's id; an endpoint's id for its alerts).
     pub fn new(
         event_type: EventType,
-        site_id: &str,
+        site_id: &SiteId,
         lane: &str,
         data: impl Serialize,
-        created_at: i64,
-        deliver_at: i64,
+        created_at: Timestamp,
+        deliver_at: Timestamp,
     ) -> anyhow::Result<Self> {
-        let id = new_id("evt");
+        let id = EventId::generate();
         let payload = serde_json::to_string(&WebhookEvent {
-            id: id.clone(),
+            id: id.to_string(),
             event: event_type.as_str().into(),
-            created_at: rfc3339(created_at),
+            created_at: created_at.rfc3339(),
             data,
         })?;
         Ok(NewEvent {
             id,
-            site_id: site_id.to_string(),
+            site_id: site_id.clone(),
             event_type,
             media_id: lane.to_string(),
             payload,
@@ -55,20 +55,19 @@ impl NewEvent {
 }
 
 /// An event with its deliveries, as the events list shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EventSummary {
-    pub id: String,
+    pub id: EventId,
     pub event: String,
     pub media_id: String,
-    #[serde(serialize_with = "ser_ms")]
-    pub created_at: i64,
+    pub created_at: Timestamp,
     pub deliveries: Vec<EventDelivery>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EventDelivery {
-    pub delivery_id: String,
-    pub webhook_id: String,
+    pub delivery_id: DeliveryId,
+    pub webhook_id: EndpointId,
     pub status: String,
     pub attempts: i64,
     pub last_status_code: Option<i64>,
@@ -77,9 +76,9 @@ pub struct EventDelivery {
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub event: Option<EventType>,
-    pub since_ms: Option<i64>,
+    pub since: Option<Timestamp>,
     /// Only events with a smaller id (the page cursor).
-    pub before_id: Option<String>,
+    pub before_id: Option<EventId>,
     pub limit: i64,
 }
 
@@ -87,7 +86,7 @@ pub struct EventFilter {
 #[derive(Debug)]
 pub enum ResendOutcome {
     /// The new deliveries' ids.
-    Queued(Vec<String>),
+    Queued(Vec<DeliveryId>),
     EventNotFound,
     EndpointNotFound,
 }

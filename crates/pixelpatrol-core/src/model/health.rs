@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use pixelpatrol_webhooks::{EndpointAlert, EventType, LastFailure};
 use serde::Serialize;
 
-use super::OPERATOR_SITE_ID;
 use super::delivery::AttemptRecord;
 use super::event::NewEvent;
-use crate::util::rfc3339;
+use super::{EndpointId, OPERATOR_SITE_ID, SiteId, Timestamp};
 
 /// How attempts move endpoint health, and where alerts go.
 #[derive(Debug, Clone)]
@@ -18,7 +17,7 @@ pub struct HealthPolicy {
     /// Consecutive failed attempts that make an endpoint `failing`.
     pub failing_after: i64,
     /// The operator's alert endpoint, when alerts are configured.
-    pub alert_endpoint_id: Option<String>,
+    pub alert_endpoint_id: Option<EndpointId>,
     /// Delay before an alert's first attempt, in milliseconds.
     pub alert_first_delay_ms: i64,
 }
@@ -26,9 +25,9 @@ pub struct HealthPolicy {
 /// What a run of attempts says about one endpoint, in the order they
 /// finished: folded into the endpoint's stored health by
 /// `crate::store::EndpointHealth::fold_health`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HealthSummary {
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     /// Some attempt succeeded (the stored failure streak ends).
     pub had_success: bool,
     /// Failures before the first success, which continue the stored streak
@@ -38,18 +37,34 @@ pub struct HealthSummary {
     pub longest_inner_streak: i64,
     /// Failures after the last success of the run.
     pub trailing_failures: i64,
-    pub first_trailing_failure: Option<i64>,
-    pub last_success: Option<i64>,
+    pub first_trailing_failure: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
     pub last_failure: Option<FailureInfo>,
     /// The receiver answered 410 Gone.
     pub gone: bool,
     /// When the last of these attempts finished.
-    pub finished_at: i64,
+    pub finished_at: Timestamp,
 }
 
 impl HealthSummary {
+    /// A run with no attempts yet.
+    pub fn new(endpoint_id: EndpointId) -> Self {
+        HealthSummary {
+            endpoint_id,
+            had_success: false,
+            leading_failures: 0,
+            longest_inner_streak: 0,
+            trailing_failures: 0,
+            first_trailing_failure: None,
+            last_success: None,
+            last_failure: None,
+            gone: false,
+            finished_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
     fn add(&mut self, record: &AttemptRecord) {
-        let finished = record.started_at + record.duration_ms;
+        let finished = record.started_at.plus_ms(record.duration_ms);
         self.finished_at = self.finished_at.max(finished);
         if record.error_class.is_none() {
             if self.had_success {
@@ -128,7 +143,7 @@ impl HealthSummary {
 #[derive(Debug, Default)]
 pub struct HealthTally {
     summaries: Vec<HealthSummary>,
-    index: HashMap<String, usize>,
+    index: HashMap<EndpointId, usize>,
 }
 
 impl HealthTally {
@@ -137,10 +152,8 @@ impl HealthTally {
             let slot = match self.index.get(&record.endpoint_id) {
                 Some(slot) => *slot,
                 None => {
-                    self.summaries.push(HealthSummary {
-                        endpoint_id: record.endpoint_id.clone(),
-                        ..HealthSummary::default()
-                    });
+                    self.summaries
+                        .push(HealthSummary::new(record.endpoint_id.clone()));
                     self.index
                         .insert(record.endpoint_id.clone(), self.summaries.len() - 1);
                     self.summaries.len() - 1
@@ -192,7 +205,7 @@ impl HealthChangeKind {
 /// The last failed attempt of an endpoint.
 #[derive(Debug, Clone)]
 pub struct FailureInfo {
-    pub at: i64,
+    pub at: Timestamp,
     pub class: Option<String>,
     pub status_code: Option<i64>,
     pub message: Option<String>,
@@ -202,13 +215,13 @@ pub struct FailureInfo {
 #[derive(Debug, Clone)]
 pub struct HealthChange {
     pub kind: HealthChangeKind,
-    pub endpoint_id: String,
-    pub site_id: String,
+    pub endpoint_id: EndpointId,
+    pub site_id: SiteId,
     pub url: String,
     pub consecutive_failures: i64,
     pub reason: Option<String>,
     pub last_failure: Option<FailureInfo>,
-    pub at: i64,
+    pub at: Timestamp,
 }
 
 impl HealthChange {
@@ -219,24 +232,24 @@ impl HealthChange {
     pub fn alert_event(&self, first_delay_ms: i64) -> anyhow::Result<NewEvent> {
         NewEvent::new(
             self.kind.event_type(),
-            OPERATOR_SITE_ID,
-            &self.endpoint_id,
+            &SiteId::from(OPERATOR_SITE_ID),
+            self.endpoint_id.as_str(),
             EndpointAlert {
-                webhook_id: self.endpoint_id.clone(),
-                site_id: self.site_id.clone(),
+                webhook_id: self.endpoint_id.to_string(),
+                site_id: self.site_id.to_string(),
                 url: self.url.clone(),
                 state: self.kind.state().into(),
                 consecutive_failures: self.consecutive_failures,
                 reason: self.reason.clone(),
                 last_failure: self.last_failure.as_ref().map(|failure| LastFailure {
-                    at: rfc3339(failure.at),
+                    at: failure.at.rfc3339(),
                     class: failure.class.clone(),
                     status_code: failure.status_code,
                     message: failure.message.clone(),
                 }),
             },
             self.at,
-            self.at + first_delay_ms,
+            self.at.plus_ms(first_delay_ms),
         )
     }
 }
@@ -260,7 +273,7 @@ pub struct HealthFigures {
     /// Pending deliveries, those in flight included.
     pub pending: i64,
     pub in_flight: i64,
-    pub oldest_pending_at: Option<i64>,
+    pub oldest_pending_at: Option<Timestamp>,
 }
 
 #[cfg(test)]
@@ -270,11 +283,11 @@ mod tests {
 
     fn record(endpoint: &str, at: i64, ok: bool) -> AttemptRecord {
         AttemptRecord {
-            delivery_id: format!("dlv_{at}"),
+            delivery_id: format!("dlv_{at}").into(),
             endpoint_id: endpoint.into(),
             lease_token: "lease".into(),
             attempt: 1,
-            started_at: at,
+            started_at: Timestamp::from_millis(at),
             duration_ms: 1,
             status_code: Some(if ok { 200 } else { 500 }),
             response_body: None,
@@ -362,9 +375,12 @@ mod tests {
                 ]
             )
         );
-        assert_eq!(summary.last_success, Some(9));
+        assert_eq!(summary.last_success, Some(Timestamp::from_millis(9)));
         assert_eq!(
-            summary.last_failure.as_ref().map(|failure| failure.at),
+            summary
+                .last_failure
+                .as_ref()
+                .map(|failure| failure.at.millis()),
             Some(8)
         );
     }
@@ -412,7 +428,7 @@ mod tests {
             .collect();
         assert_eq!(endpoints, ["b", "a"]);
         assert_eq!(tally.summaries()[0].trailing_failures, 2);
-        assert_eq!(tally.summaries()[0].finished_at, 4);
+        assert_eq!(tally.summaries()[0].finished_at, Timestamp::from_millis(4));
         tally.clear();
         assert!(tally.is_empty());
     }

@@ -3,12 +3,12 @@
 use serde::Serialize;
 
 use super::moderation::{DecidedBy, Label, MediaStatus, RuleOutcome, Verdict};
-use super::{ser_ms, ser_ms_opt};
+use super::{LeaseToken, MediaId, RuleGroupId, SiteId, Timestamp};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Media {
-    pub id: String,
-    pub site_id: String,
+    pub id: MediaId,
+    pub site_id: SiteId,
     pub app_media_id: Option<String>,
     pub content_type: String,
     pub content_url: Option<String>,
@@ -18,17 +18,14 @@ pub struct Media {
     pub review_note: Option<String>,
     pub decided_by: Option<DecidedBy>,
     /// The rule group chosen at submission; `None` means the site's default.
-    pub rule_group_id: Option<String>,
+    pub rule_group_id: Option<RuleGroupId>,
     pub ai_results: AiLabels,
     pub applied_rules: Vec<RuleOutcome>,
     /// Submission (or re-moderation request) to automatic decision.
     pub processing_ms: Option<i64>,
-    #[serde(serialize_with = "ser_ms")]
-    pub created_at: i64,
-    #[serde(serialize_with = "ser_ms")]
-    pub updated_at: i64,
-    #[serde(serialize_with = "ser_ms_opt")]
-    pub moderated_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub moderated_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -42,7 +39,7 @@ pub struct DecisionRecord {
     pub status: Verdict,
     pub decided_by: DecidedBy,
     pub note: Option<String>,
-    pub moderated_at: i64,
+    pub moderated_at: Timestamp,
     /// Automatic decisions: what analysis found, how the rules came out, how
     /// long it took. Manual decisions keep what is stored.
     pub analysis: Option<(Vec<Label>, Vec<RuleOutcome>, i64)>,
@@ -52,11 +49,11 @@ pub struct DecisionRecord {
 #[derive(Debug, Clone)]
 pub struct ModerationJob {
     pub media: Media,
-    pub lease_token: String,
+    pub lease_token: LeaseToken,
     /// Attempts including this one.
     pub attempts: i64,
     /// When the analysis was asked for (submission or re-moderation).
-    pub requested_at: i64,
+    pub requested_at: Timestamp,
 }
 
 #[derive(Debug)]
@@ -74,6 +71,6 @@ pub enum DecideOutcome {
 pub struct MediaFilter {
     pub status: Option<MediaStatus>,
     /// Only items with a smaller id (the page cursor).
-    pub before_id: Option<String>,
+    pub before_id: Option<MediaId>,
     pub limit: i64,
 }

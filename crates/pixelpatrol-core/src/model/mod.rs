@@ -1,19 +1,22 @@
 //! The domain: plain data and the rules that hold for it, with no storage,
-//! HTTP or I/O in them. The store keeps these types, the API shows them, the
-//! delivery worker and moderation act on them.
+//! HTTP or I/O in them. The store keeps these types, the delivery worker and
+//! moderation act on them, and the API shows them through response types of
+//! its own (so that a field reaches clients only when the API adds it).
 //!
-//! Timestamps are milliseconds since the Unix epoch (`i64`), the unit every
-//! stored timestamp uses: one integer type sorts and compares the same on
-//! SQLite and PostgreSQL. They are shown as RFC 3339 by `ser_ms`.
+//! Ids are one type per kind ([`SiteId`], [`EndpointId`], …) and points in
+//! time are [`Timestamp`]s; durations stay plain milliseconds (`i64`, named
+//! `…_ms`).
 
 pub mod delivery;
 pub mod endpoint;
 pub mod event;
 pub mod health;
+pub mod id;
 pub mod media;
 pub mod moderation;
 pub mod retry;
 pub mod site;
+pub mod timestamp;
 
 pub use delivery::{
     Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
@@ -25,21 +28,11 @@ pub use health::{
     FailureInfo, HealthChange, HealthChangeKind, HealthFigures, HealthPolicy, HealthSummary,
     HealthTally, WindowFigures,
 };
+pub use id::{DeliveryId, EndpointId, EventId, LeaseToken, MediaId, RuleGroupId, SiteId};
 pub use media::{AiLabels, DecideOutcome, DecisionRecord, Media, MediaFilter, ModerationJob};
 pub use moderation::{
     DecidedBy, Label, MediaStatus, Rule, RuleAction, RuleKind, RuleOutcome, Verdict,
 };
 pub use retry::RetrySchedule;
 pub use site::{OPERATOR_SITE_ID, RuleGroup, Site};
-
-/// Serializes epoch milliseconds as RFC 3339.
-fn ser_ms<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&crate::util::rfc3339(*ms))
-}
-
-fn ser_ms_opt<S: serde::Serializer>(ms: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => serializer.serialize_str(&crate::util::rfc3339(*ms)),
-        None => serializer.serialize_none(),
-    }
-}
+pub use timestamp::Timestamp;

@@ -19,7 +19,7 @@ pub(super) fn push_skipped(claim: &mut QueryBuilder<'_, Db>, request: &ClaimRequ
         claim.push(" AND e.id NOT IN (");
         let mut ids = claim.separated(", ");
         for id in request.skip_endpoints {
-            ids.push_bind(id.clone());
+            ids.push_bind(id.to_string());
         }
         claim.push(")");
     }
@@ -40,7 +40,7 @@ pub(super) fn push_choice(
         for (endpoint_id, room) in request.endpoint_room {
             claim
                 .push(" WHEN ")
-                .push_bind(endpoint_id.clone())
+                .push_bind(endpoint_id.to_string())
                 .push(" THEN ")
                 .push_bind(*room);
         }

@@ -10,8 +10,9 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
 use pixelpatrol_core::model::{
-    Attempt, Delivery, DeliveryFilter, Endpoint, EventDelivery, EventFilter, EventSummary,
-    NewEvent, RecoverOutcome, ResendOutcome, RetryOutcome,
+    Attempt, Delivery, DeliveryFilter, DeliveryId, Endpoint, EndpointId, EventDelivery,
+    EventFilter, EventId, EventSummary, NewEvent, RecoverOutcome, ResendOutcome, RetryOutcome,
+    SiteId, Timestamp,
 };
 use pixelpatrol_core::store::DeliveryLog;
 use pixelpatrol_store::rows::{
@@ -29,7 +30,7 @@ impl BackendStore {
         ));
         let mut ids = query.separated(", ");
         for delivery in deliveries.iter() {
-            ids.push_bind(delivery.id.clone());
+            ids.push_bind(delivery.id.to_string());
         }
         query.push(") ORDER BY delivery_id, attempt, seq");
         let rows: Vec<AttemptRow> = query
@@ -54,21 +55,21 @@ impl BackendStore {
 impl DeliveryLog for BackendStore {
     async fn list_deliveries(
         &self,
-        endpoint_id: &str,
+        endpoint_id: &EndpointId,
         filter: &DeliveryFilter,
     ) -> anyhow::Result<Vec<Delivery>> {
         let mut query = QueryBuilder::<Db>::new(format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = "
         ));
-        query.push_bind(endpoint_id);
+        query.push_bind(endpoint_id.as_str());
         if let Some(status) = filter.status {
             query.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(event) = filter.event {
             query.push(" AND event_type = ").push_bind(event.as_str());
         }
-        if let Some(since) = filter.since_ms {
-            query.push(" AND created_at >= ").push_bind(since);
+        if let Some(since) = filter.since {
+            query.push(" AND created_at >= ").push_bind(since.millis());
         }
         if let Some(before) = filter.before_seq {
             query.push(" AND seq < ").push_bind(before);
@@ -91,9 +92,11 @@ impl DeliveryLog for BackendStore {
 
     async fn get_delivery(
         &self,
-        endpoint_id: &str,
-        delivery_id: &str,
+        endpoint_id: &EndpointId,
+        delivery_id: &DeliveryId,
     ) -> anyhow::Result<Option<Delivery>> {
+        let endpoint_id = endpoint_id.as_str();
+        let delivery_id = delivery_id.as_str();
         let row = sqlx::query_as!(
             DeliveryRow,
             r#"SELECT seq AS "seq!", id, event_id, event_type, endpoint_id, site_id, ordering_key, status,
@@ -114,9 +117,9 @@ impl DeliveryLog for BackendStore {
 
     async fn retry_delivery(
         &self,
-        endpoint_id: &str,
-        delivery_id: &str,
-        now_ms: i64,
+        endpoint_id: &EndpointId,
+        delivery_id: &DeliveryId,
+        now: Timestamp,
     ) -> anyhow::Result<RetryOutcome> {
         let mut tx = self.write.begin().await?;
         let row = locks::delivery_for_retry(&mut tx, endpoint_id, delivery_id).await?;
@@ -126,26 +129,30 @@ impl DeliveryLog for BackendStore {
         let delivery = Delivery::try_from(row)?;
         // Re-queuing while anything in its lane is being sent could put two
         // attempts of one lane in flight at once.
+        let endpoint_id = endpoint_id.as_str();
+        let now = now.millis();
+        let media_id = delivery.media_id.as_str();
         let busy = sqlx::query_scalar!(
             r#"SELECT p.seq AS "busy!" FROM deliveries p JOIN endpoints e ON e.id = p.endpoint_id
              WHERE p.endpoint_id = $1 AND p.status = 'pending' AND p.lease_until >= $2
              AND (e.strict_ordering OR p.ordering_key = $3) LIMIT 1"#,
             endpoint_id,
-            now_ms,
-            delivery.media_id
+            now,
+            media_id
         )
         .fetch_optional(&mut *tx)
         .await?;
         if busy.is_some() {
             return Ok(RetryOutcome::InFlight);
         }
+        let delivery_id = delivery_id.as_str();
         let row = sqlx::query_as!(
             DeliveryRow,
             r#"UPDATE deliveries SET status = 'pending', next_attempt_at = $1,
              lease_until = NULL, lease_token = NULL, updated_at = $1
              WHERE id = $2 RETURNING seq AS "seq!", id, event_id, event_type, endpoint_id, site_id, ordering_key, status,
              attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at"#,
-            now_ms,
+            now,
             delivery_id
         )
         .fetch_one(&mut *tx)
@@ -160,10 +167,10 @@ impl DeliveryLog for BackendStore {
 
     async fn recover_deliveries(
         &self,
-        endpoint_id: &str,
-        since_ms: i64,
-        until_ms: Option<i64>,
-        now_ms: i64,
+        endpoint_id: &EndpointId,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        now: Timestamp,
     ) -> anyhow::Result<RecoverOutcome> {
         let mut tx = self.write.begin().await?;
         // Dead deliveries keep their place (seq), so lanes replay in their
@@ -173,6 +180,8 @@ impl DeliveryLog for BackendStore {
         // In the window: `d.endpoint_id = $1 AND d.status = 'failed' AND
         // d.created_at >= $2 AND (CAST($3 AS BIGINT) IS NULL OR d.created_at < $3)`; a busy
         // lane: an attempt in flight (`lease_until >= $4`) in the same lane.
+        let endpoint_id = endpoint_id.as_str();
+        let (since, until, now) = (since.millis(), until.map(Timestamp::millis), now.millis());
         let skipped = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "skipped!" FROM deliveries d
              WHERE d.endpoint_id = $1 AND d.status = 'failed' AND d.created_at >= $2
@@ -181,9 +190,9 @@ impl DeliveryLog for BackendStore {
                  WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending' AND p.lease_until >= $4
                  AND (e.strict_ordering OR p.ordering_key = d.ordering_key))"#,
             endpoint_id,
-            since_ms,
-            until_ms,
-            now_ms
+            since,
+            until,
+            now
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -196,9 +205,9 @@ impl DeliveryLog for BackendStore {
                  WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending' AND p.lease_until >= $4 \
                  AND (e.strict_ordering OR p.ordering_key = d.ordering_key)))",
             endpoint_id,
-            since_ms,
-            until_ms,
-            now_ms
+            since,
+            until,
+            now
         )
         .execute(&mut *tx)
         .await?
@@ -212,17 +221,18 @@ impl DeliveryLog for BackendStore {
 
     async fn resend_event(
         &self,
-        site_id: &str,
-        event_id: &str,
-        endpoint_id: Option<&str>,
-        now_ms: i64,
+        site_id: &SiteId,
+        event_id: &EventId,
+        endpoint_id: Option<&EndpointId>,
+        now: Timestamp,
     ) -> anyhow::Result<ResendOutcome> {
         let mut tx = self.write.begin().await?;
+        let (event_text, site_text) = (event_id.as_str(), site_id.as_str());
         let row = sqlx::query_as!(
             StoredEventRow,
             "SELECT id, site_id, event_type, media_id, payload FROM events WHERE id = $1 AND site_id = $2",
-            event_id,
-            site_id
+            event_text,
+            site_text
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -231,12 +241,12 @@ impl DeliveryLog for BackendStore {
         };
         let event = NewEvent {
             event_type: row.event_type.parse()?,
-            id: row.id,
-            site_id: row.site_id,
+            id: row.id.into(),
+            site_id: row.site_id.into(),
             media_id: row.media_id,
             payload: row.payload,
-            created_at: now_ms,
-            deliver_at: now_ms,
+            created_at: now,
+            deliver_at: now,
         };
         let endpoints = match endpoint_id {
             Some(endpoint_id) => {
@@ -249,34 +259,37 @@ impl DeliveryLog for BackendStore {
         };
         let targets: Vec<&Endpoint> = endpoints.iter().collect();
         Self::insert_events_with(&mut tx, &[(&event, &targets)], None, false).await?;
+        let (id, now) = (event.id.as_str(), now.millis());
         let ids = sqlx::query_scalar!(
             "SELECT id FROM deliveries WHERE event_id = $1 AND created_at = $2 AND status = 'pending' ORDER BY seq",
-            event.id,
-            now_ms
+            id,
+            now
         )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(ResendOutcome::Queued(ids))
+        Ok(ResendOutcome::Queued(
+            ids.into_iter().map(DeliveryId::from).collect(),
+        ))
     }
 
     async fn list_events(
         &self,
-        site_id: &str,
+        site_id: &SiteId,
         filter: &EventFilter,
     ) -> anyhow::Result<Vec<EventSummary>> {
         let mut query = QueryBuilder::<Db>::new(
             "SELECT id, event_type, media_id, created_at FROM events WHERE site_id = ",
         );
-        query.push_bind(site_id);
+        query.push_bind(site_id.as_str());
         if let Some(event) = filter.event {
             query.push(" AND event_type = ").push_bind(event.as_str());
         }
-        if let Some(since) = filter.since_ms {
-            query.push(" AND created_at >= ").push_bind(since);
+        if let Some(since) = filter.since {
+            query.push(" AND created_at >= ").push_bind(since.millis());
         }
         if let Some(before) = &filter.before_id {
-            query.push(" AND id < ").push_bind(before);
+            query.push(" AND id < ").push_bind(before.as_str());
         }
         query
             .push(" ORDER BY id DESC LIMIT ")
@@ -295,7 +308,7 @@ impl DeliveryLog for BackendStore {
         );
         let mut ids = query.separated(", ");
         for event in &events {
-            ids.push_bind(event.id.clone());
+            ids.push_bind(event.id.to_string());
         }
         query.push(") ORDER BY seq");
         let rows: Vec<EventDeliveryRow> = query
@@ -303,10 +316,10 @@ impl DeliveryLog for BackendStore {
             .persistent(false)
             .fetch_all(&self.read)
             .await?;
-        let mut by_event: HashMap<String, Vec<EventDelivery>> = HashMap::new();
+        let mut by_event: HashMap<EventId, Vec<EventDelivery>> = HashMap::new();
         for row in rows {
             by_event
-                .entry(row.event_id.clone())
+                .entry(EventId::from(row.event_id.as_str()))
                 .or_default()
                 .push(EventDelivery::from(row));
         }

@@ -1,7 +1,7 @@
 //! Webhook endpoints (shared by both backends: compiled into each).
 
 use async_trait::async_trait;
-use pixelpatrol_core::model::{Endpoint, EndpointHealthState};
+use pixelpatrol_core::model::{Endpoint, EndpointHealthState, EndpointId, SiteId, Timestamp};
 use pixelpatrol_core::store::Endpoints;
 use pixelpatrol_webhooks::EventType;
 
@@ -40,26 +40,26 @@ impl TryFrom<EndpointRow> for Endpoint {
     fn try_from(row: EndpointRow) -> anyhow::Result<Self> {
         Ok(Endpoint {
             events: parse_events(&row.events)?,
-            id: row.id,
-            site_id: row.site_id,
+            id: row.id.into(),
+            site_id: row.site_id.into(),
             url: row.url,
             secret: row.secret,
             active: row.active,
             description: row.description,
             strict_ordering: row.strict_ordering,
             disabled_reason: row.disabled_reason,
-            disabled_at: row.disabled_at,
+            disabled_at: row.disabled_at.map(Timestamp::from_millis),
             health: EndpointHealthState {
                 consecutive_failures: row.consecutive_failures,
-                failing_since: row.failing_since,
-                last_success_at: row.last_success_at,
-                last_failure_at: row.last_failure_at,
+                failing_since: row.failing_since.map(Timestamp::from_millis),
+                last_success_at: row.last_success_at.map(Timestamp::from_millis),
+                last_failure_at: row.last_failure_at.map(Timestamp::from_millis),
                 last_failure_class: row.last_failure_class,
                 last_failure_status: row.last_failure_status,
                 last_failure_message: row.last_failure_message,
             },
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            created_at: Timestamp::from_millis(row.created_at),
+            updated_at: Timestamp::from_millis(row.updated_at),
         })
     }
 }
@@ -84,9 +84,11 @@ impl BackendStore {
     /// Endpoint `id` of site `site_id`, on the pool or inside a transaction.
     pub(super) async fn endpoint_of_site<'e>(
         executor: impl sqlx::Executor<'e, Database = Db>,
-        site_id: &str,
-        id: &str,
+        site_id: &SiteId,
+        id: &EndpointId,
     ) -> anyhow::Result<Option<Endpoint>> {
+        let site_id = site_id.as_str();
+        let id = id.as_str();
         let row = sqlx::query_as!(
             EndpointRow,
             "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
@@ -106,9 +108,10 @@ impl BackendStore {
     /// transaction that writes the event (the outbox write).
     pub(super) async fn subscribed_endpoints(
         tx: &mut sqlx::Transaction<'static, Db>,
-        site_id: &str,
+        site_id: &SiteId,
         event: EventType,
     ) -> anyhow::Result<Vec<Endpoint>> {
+        let site_id = site_id.as_str();
         let rows = sqlx::query_as!(
             EndpointRow,
             "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
@@ -135,27 +138,32 @@ impl BackendStore {
 impl Endpoints for BackendStore {
     async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()> {
         let events = join_events(&endpoint.events);
+        let id = endpoint.id.as_str();
+        let site_id = endpoint.site_id.as_str();
+        let created_at = endpoint.created_at.millis();
+        let updated_at = endpoint.updated_at.millis();
         sqlx::query!(
             "INSERT INTO endpoints (id, site_id, url, secret, events, active, description, \
              strict_ordering, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            endpoint.id,
-            endpoint.site_id,
+            id,
+            site_id,
             endpoint.url,
             endpoint.secret,
             events,
             endpoint.active,
             endpoint.description,
             endpoint.strict_ordering,
-            endpoint.created_at,
-            endpoint.updated_at,
+            created_at,
+            updated_at,
         )
         .execute(&self.write)
         .await?;
         Ok(())
     }
 
-    async fn list_endpoints(&self, site_id: &str) -> anyhow::Result<Vec<Endpoint>> {
+    async fn list_endpoints(&self, site_id: &SiteId) -> anyhow::Result<Vec<Endpoint>> {
+        let site_id = site_id.as_str();
         let rows = sqlx::query_as!(
             EndpointRow,
             "SELECT id, site_id, url, secret, events, active, description, strict_ordering, \
@@ -170,7 +178,11 @@ impl Endpoints for BackendStore {
         rows.into_iter().map(Endpoint::try_from).collect()
     }
 
-    async fn get_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<Option<Endpoint>> {
+    async fn get_endpoint(
+        &self,
+        site_id: &SiteId,
+        id: &EndpointId,
+    ) -> anyhow::Result<Option<Endpoint>> {
         Self::endpoint_of_site(&self.read, site_id, id).await
     }
 
@@ -178,14 +190,16 @@ impl Endpoints for BackendStore {
         &self,
         endpoint: &Endpoint,
         set_active: bool,
-        now_ms: i64,
+        now: Timestamp,
     ) -> anyhow::Result<bool> {
         let mut tx = self.write.begin().await?;
         let reactivated = set_active && endpoint.active && {
+            let id = endpoint.id.as_str();
+            let site_id = endpoint.site_id.as_str();
             let was = sqlx::query_scalar!(
                 "SELECT active FROM endpoints WHERE id = $1 AND site_id = $2",
-                endpoint.id,
-                endpoint.site_id
+                id,
+                site_id
             )
             .fetch_optional(&mut *tx)
             .await?;
@@ -193,6 +207,9 @@ impl Endpoints for BackendStore {
         };
         let events = join_events(&endpoint.events);
         // The right-hand `active` is the value before the update.
+        let updated_at = endpoint.updated_at.millis();
+        let id = endpoint.id.as_str();
+        let site_id = endpoint.site_id.as_str();
         let result = sqlx::query!(
             "UPDATE endpoints SET url = $1, secret = $2, events = $3, \
              description = $5, strict_ordering = $6, updated_at = $7, \
@@ -209,20 +226,21 @@ impl Endpoints for BackendStore {
             endpoint.active,
             endpoint.description,
             endpoint.strict_ordering,
-            endpoint.updated_at,
-            endpoint.id,
-            endpoint.site_id,
+            updated_at,
+            id,
+            site_id,
             set_active,
         )
         .execute(&mut *tx)
         .await?;
         if reactivated {
             // What waited for the endpoint goes now, in its order.
+            let now = now.millis();
             sqlx::query!(
                 "UPDATE deliveries SET next_attempt_at = $2 \
                  WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > $2",
-                endpoint.id,
-                now_ms
+                id,
+                now
             )
             .execute(&mut *tx)
             .await?;
@@ -231,7 +249,9 @@ impl Endpoints for BackendStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn delete_endpoint(&self, site_id: &str, id: &str) -> anyhow::Result<bool> {
+    async fn delete_endpoint(&self, site_id: &SiteId, id: &EndpointId) -> anyhow::Result<bool> {
+        let id = id.as_str();
+        let site_id = site_id.as_str();
         let result = sqlx::query!(
             "DELETE FROM endpoints WHERE id = $1 AND site_id = $2",
             id,

@@ -10,8 +10,8 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
 use pixelpatrol_core::model::{
-    ALERT_ENDPOINT_ID, Endpoint, HealthChange, HealthChangeKind, HealthFigures, HealthPolicy,
-    HealthSummary, NewEvent, OPERATOR_SITE_ID, WindowFigures,
+    ALERT_ENDPOINT_ID, Endpoint, EndpointId, HealthChange, HealthChangeKind, HealthFigures,
+    HealthPolicy, HealthSummary, NewEvent, OPERATOR_SITE_ID, SiteId, Timestamp, WindowFigures,
 };
 use pixelpatrol_core::store::EndpointHealth;
 use pixelpatrol_store::rows::{CHANGE_COLUMNS, ChangeRow, QueueRow, StoredHealthRow, WindowRow};
@@ -27,16 +27,17 @@ impl BackendStore {
         changes: &[HealthChange],
         health: &HealthPolicy,
     ) -> anyhow::Result<()> {
-        let Some(alert_endpoint) = health.alert_endpoint_id.as_deref() else {
+        let Some(alert_endpoint) = health.alert_endpoint_id.as_ref() else {
             return Ok(());
         };
         if changes.is_empty() {
             return Ok(());
         }
         // The alert endpoint, unless it was turned off.
-        let endpoint = Self::endpoint_of_site(&mut **tx, OPERATOR_SITE_ID, alert_endpoint)
-            .await?
-            .filter(|endpoint| endpoint.active);
+        let endpoint =
+            Self::endpoint_of_site(&mut **tx, &SiteId::from(OPERATOR_SITE_ID), alert_endpoint)
+                .await?
+                .filter(|endpoint| endpoint.active);
         let Some(endpoint) = endpoint else {
             return Ok(());
         };
@@ -140,9 +141,9 @@ impl BackendStore {
                     .push_bind(summary.endpoint_id.as_str())
                     .push_bind(i64::from(summary.had_success))
                     .push_bind(summary.trailing_failures)
-                    .push_bind(summary.first_trailing_failure)
-                    .push_bind(summary.last_success)
-                    .push_bind(failure.map(|failure| failure.at))
+                    .push_bind(summary.first_trailing_failure.map(Timestamp::millis))
+                    .push_bind(summary.last_success.map(Timestamp::millis))
+                    .push_bind(failure.map(|failure| failure.at.millis()))
                     .push_bind(failure.and_then(|failure| failure.class.clone()))
                     .push_bind(failure.and_then(|failure| failure.status_code))
                     .push_bind(failure.and_then(|failure| failure.message.clone()))
@@ -162,7 +163,7 @@ impl BackendStore {
         if !gone.is_empty() {
             let mut disable =
                 QueryBuilder::<Db>::new("UPDATE endpoints SET active = FALSE, disabled_at = ");
-            disable.push_bind(now).push(
+            disable.push_bind(now.millis()).push(
                 ", disabled_reason = 'the receiver answered 410 Gone' WHERE active AND id IN (",
             );
             let mut ids = disable.separated(", ");
@@ -220,16 +221,17 @@ impl EndpointHealth for BackendStore {
 
     async fn disable_failing_endpoints(
         &self,
-        now_ms: i64,
-        failing_since_before: i64,
+        now: Timestamp,
+        failing_since_before: Timestamp,
         min_dead: i64,
         health: &HealthPolicy,
     ) -> anyhow::Result<Vec<HealthChange>> {
         let mut tx = self.write.begin().await?;
         let window = humantime::format_duration(std::time::Duration::from_millis(
-            (now_ms - failing_since_before).max(0) as u64,
+            now.ms_since(failing_since_before).max(0) as u64,
         ))
         .to_string();
+        let (now_ms, failing_since_ms) = (now.millis(), failing_since_before.millis());
         let rows = sqlx::query_as!(
             ChangeRow,
             "UPDATE endpoints SET active = FALSE, disabled_at = $1, \
@@ -241,7 +243,7 @@ impl EndpointHealth for BackendStore {
              RETURNING id, site_id, url, consecutive_failures, disabled_reason, last_failure_at, \
              last_failure_class, last_failure_status, last_failure_message",
             now_ms,
-            failing_since_before,
+            failing_since_ms,
             min_dead,
             window,
             OPERATOR_SITE_ID
@@ -250,7 +252,7 @@ impl EndpointHealth for BackendStore {
         .await?;
         let changes: Vec<HealthChange> = rows
             .into_iter()
-            .map(|row| row.into_change(HealthChangeKind::Disabled, now_ms))
+            .map(|row| row.into_change(HealthChangeKind::Disabled, now))
             .collect();
         Self::write_alerts(&mut tx, &changes, health).await?;
         tx.commit().await?;
@@ -260,7 +262,7 @@ impl EndpointHealth for BackendStore {
     async fn configure_alert_endpoint(
         &self,
         target: Option<(&str, &str)>,
-        now_ms: i64,
+        now: Timestamp,
     ) -> anyhow::Result<()> {
         let mut tx = self.write.begin().await?;
         match target {
@@ -269,13 +271,14 @@ impl EndpointHealth for BackendStore {
                 let key_hash = pixelpatrol_core::util::sha256_hex(
                     &pixelpatrol_core::util::new_webhook_secret(),
                 );
+                let now = now.millis();
                 sqlx::query!(
                     "INSERT INTO sites (id, name, description, key_hash, created_at, updated_at) \
                      VALUES ($1, 'PixelPatrol operator', 'operator alerts', $2, $3, $3) \
                      ON CONFLICT (id) DO NOTHING",
                     OPERATOR_SITE_ID,
                     key_hash,
-                    now_ms
+                    now
                 )
                 .execute(&mut *tx)
                 .await?;
@@ -290,7 +293,7 @@ impl EndpointHealth for BackendStore {
                     url,
                     secret,
                     "endpoint.failing,endpoint.recovered,endpoint.disabled",
-                    now_ms
+                    now
                 )
                 .execute(&mut *tx)
                 .await?;
@@ -317,14 +320,15 @@ impl EndpointHealth for BackendStore {
 
     async fn endpoint_health(
         &self,
-        endpoint_id: &str,
-        now_ms: i64,
+        endpoint_id: &EndpointId,
+        now: Timestamp,
     ) -> anyhow::Result<HealthFigures> {
         let mut figures = HealthFigures::default();
         for (window, since) in [
-            (&mut figures.last_hour, now_ms - 3_600_000),
-            (&mut figures.last_day, now_ms - 86_400_000),
+            (&mut figures.last_hour, now.plus_ms(-3_600_000)),
+            (&mut figures.last_day, now.plus_ms(-86_400_000)),
         ] {
+            let (endpoint_id, since) = (endpoint_id.as_str(), since.millis());
             let row = sqlx::query_as!(
                 WindowRow,
                 r#"SELECT COUNT(*) AS "attempts!: i64",
@@ -361,6 +365,8 @@ impl EndpointHealth for BackendStore {
                 p95_response_ms: p95,
             };
         }
+        let endpoint_id = endpoint_id.as_str();
+        let now = now.millis();
         let queue = sqlx::query_as!(
             QueueRow,
             r#"SELECT COUNT(*) AS "pending!: i64",
@@ -368,13 +374,13 @@ impl EndpointHealth for BackendStore {
                MIN(created_at) AS "oldest: i64"
                FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'"#,
             endpoint_id,
-            now_ms
+            now
         )
         .fetch_one(&self.read)
         .await?;
         figures.pending = queue.pending;
         figures.in_flight = queue.in_flight;
-        figures.oldest_pending_at = queue.oldest;
+        figures.oldest_pending_at = queue.oldest.map(Timestamp::from_millis);
         Ok(figures)
     }
 }

@@ -10,7 +10,8 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db};
 use pixelpatrol_core::model::{
-    DecideOutcome, DecisionRecord, Endpoint, Media, MediaFilter, ModerationJob, NewEvent,
+    DecideOutcome, DecisionRecord, Endpoint, Media, MediaFilter, MediaId, ModerationJob, NewEvent,
+    RuleGroupId, SiteId, Timestamp,
 };
 use pixelpatrol_core::store::MediaStore;
 use pixelpatrol_store::batcher::NewMedia;
@@ -34,8 +35,8 @@ impl BackendStore {
             );
             insert.push_values(chunk, |mut values, (media, _, _)| {
                 values
-                    .push_bind(&media.id)
-                    .push_bind(&media.site_id)
+                    .push_bind(media.id.as_str())
+                    .push_bind(media.site_id.as_str())
                     .push_bind(&media.app_media_id)
                     .push_bind(&media.content_type)
                     .push_bind(&media.content_url)
@@ -44,10 +45,10 @@ impl BackendStore {
                     .push_bind(media.status.as_str())
                     .push_bind(&media.review_note)
                     .push_bind(media.decided_by.map(|by| by.as_str()))
-                    .push_bind(&media.rule_group_id)
-                    .push_bind(media.created_at)
-                    .push_bind(media.updated_at)
-                    .push_bind(media.moderated_at);
+                    .push_bind(media.rule_group_id.as_ref().map(RuleGroupId::as_str))
+                    .push_bind(media.created_at.millis())
+                    .push_bind(media.updated_at.millis())
+                    .push_bind(media.moderated_at.map(Timestamp::millis));
             });
             insert.build().persistent(false).execute(&mut *tx).await?;
             let analyze: Vec<&Media> = chunk
@@ -61,16 +62,16 @@ impl BackendStore {
                 );
                 jobs.push_values(analyze, |mut values, media| {
                     values
-                        .push_bind(&media.id)
+                        .push_bind(media.id.as_str())
                         .push_bind(0_i64)
-                        .push_bind(media.created_at)
-                        .push_bind(media.created_at);
+                        .push_bind(media.created_at.millis())
+                        .push_bind(media.created_at.millis());
                 });
                 jobs.build().persistent(false).execute(&mut *tx).await?;
             }
         }
         // Each site's subscribers are read once per batch.
-        let mut subscribers: HashMap<(String, EventType), Vec<Endpoint>> = HashMap::new();
+        let mut subscribers: HashMap<(SiteId, EventType), Vec<Endpoint>> = HashMap::new();
         for (media, event, _) in items {
             let key = (media.site_id.clone(), event.event_type);
             if let Entry::Vacant(slot) = subscribers.entry(key) {
@@ -111,7 +112,8 @@ impl MediaStore for BackendStore {
             .await
     }
 
-    async fn get_media(&self, id: &str) -> anyhow::Result<Option<Media>> {
+    async fn get_media(&self, id: &MediaId) -> anyhow::Result<Option<Media>> {
+        let id = id.as_str();
         let row = sqlx::query_as!(
             MediaRow,
             "SELECT id, site_id, app_media_id, content_type, content_url, body, metadata, status, \
@@ -124,16 +126,20 @@ impl MediaStore for BackendStore {
         row.map(Media::try_from).transpose()
     }
 
-    async fn list_media(&self, site_id: &str, filter: &MediaFilter) -> anyhow::Result<Vec<Media>> {
+    async fn list_media(
+        &self,
+        site_id: &SiteId,
+        filter: &MediaFilter,
+    ) -> anyhow::Result<Vec<Media>> {
         let mut query = QueryBuilder::<Db>::new(format!(
             "SELECT {MEDIA_COLUMNS} FROM media WHERE site_id = "
         ));
-        query.push_bind(site_id);
+        query.push_bind(site_id.as_str());
         if let Some(status) = filter.status {
             query.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(before) = &filter.before_id {
-            query.push(" AND id < ").push_bind(before);
+            query.push(" AND id < ").push_bind(before.as_str());
         }
         query
             .push(" ORDER BY id DESC LIMIT ")
@@ -148,12 +154,13 @@ impl MediaStore for BackendStore {
 
     async fn decide_media(
         &self,
-        media_id: &str,
+        media_id: &MediaId,
         decision: &DecisionRecord,
         event: &NewEvent,
         job: Option<&ModerationJob>,
     ) -> anyhow::Result<DecideOutcome> {
         let mut tx = self.write.begin().await?;
+        let media_id = media_id.as_str();
         match job {
             // A person decided: any analysis still queued is moot.
             None => {
@@ -162,10 +169,11 @@ impl MediaStore for BackendStore {
                     .await?;
             }
             Some(job) => {
+                let lease_token = job.lease_token.as_str();
                 let removed = sqlx::query!(
                     "DELETE FROM moderation_jobs WHERE media_id = $1 AND lease_token = $2",
                     media_id,
-                    job.lease_token
+                    lease_token
                 )
                 .execute(&mut *tx)
                 .await?;
@@ -187,6 +195,7 @@ impl MediaStore for BackendStore {
         // automatic decision never replaces a person's.
         let manual = job.is_none();
         let (status, decided_by) = (decision.status.as_str(), decision.decided_by.as_str());
+        let moderated_at = decision.moderated_at.millis();
         let row = sqlx::query_as!(
             MediaRow,
             "UPDATE media SET status = $1, decided_by = $2, review_note = $3, \
@@ -199,7 +208,7 @@ impl MediaStore for BackendStore {
             status,
             decided_by,
             decision.note,
-            decision.moderated_at,
+            moderated_at,
             labels,
             rules,
             processing_ms,

@@ -6,19 +6,21 @@ use async_trait::async_trait;
 use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
-use pixelpatrol_core::model::{Media, ModerationJob};
+use pixelpatrol_core::model::{LeaseToken, Media, MediaId, ModerationJob, Timestamp};
 use pixelpatrol_core::store::ModerationQueue;
 use pixelpatrol_store::rows::{MEDIA_COLUMNS, MediaRow};
 
 #[async_trait]
 impl ModerationQueue for BackendStore {
-    async fn enqueue_moderation(&self, media_id: &str, now_ms: i64) -> anyhow::Result<()> {
+    async fn enqueue_moderation(&self, media_id: &MediaId, now: Timestamp) -> anyhow::Result<()> {
+        let media_id = media_id.as_str();
+        let now = now.millis();
         sqlx::query!(
             "INSERT INTO moderation_jobs (media_id, attempts, due_at, created_at) VALUES ($1, 0, $2, $2) \
              ON CONFLICT (media_id) DO UPDATE SET attempts = 0, due_at = $2, created_at = $2, \
              lease_token = NULL, leased_until = NULL",
             media_id,
-            now_ms
+            now
         )
         .execute(&self.write)
         .await?;
@@ -27,18 +29,20 @@ impl ModerationQueue for BackendStore {
 
     async fn claim_moderation_jobs(
         &self,
-        lease_token: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
+        lease_token: &LeaseToken,
+        now: Timestamp,
+        lease_until: Timestamp,
         limit: i64,
     ) -> anyhow::Result<Vec<ModerationJob>> {
         let mut tx = self.write.begin().await?;
         let rows =
-            locks::lease_moderation_jobs(&mut tx, lease_token, now_ms, lease_until_ms, limit)
-                .await?;
-        let leased: HashMap<String, (i64, i64)> = rows
+            locks::lease_moderation_jobs(&mut tx, lease_token, now, lease_until, limit).await?;
+        let leased: HashMap<MediaId, (i64, Timestamp)> = rows
             .into_iter()
-            .map(|row| (row.media_id, (row.attempts, row.created_at)))
+            .map(|row| {
+                let requested_at = Timestamp::from_millis(row.created_at);
+                (MediaId::from(row.media_id), (row.attempts, requested_at))
+            })
             .collect();
         let mut jobs = Vec::with_capacity(leased.len());
         if !leased.is_empty() {
@@ -46,7 +50,7 @@ impl ModerationQueue for BackendStore {
                 QueryBuilder::<Db>::new(format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id IN ("));
             let mut ids = query.separated(", ");
             for id in leased.keys() {
-                ids.push_bind(id);
+                ids.push_bind(id.as_str());
             }
             query.push(") ORDER BY id");
             let rows: Vec<MediaRow> = query
@@ -59,7 +63,7 @@ impl ModerationQueue for BackendStore {
                 let (attempts, requested_at) = leased[&media.id];
                 jobs.push(ModerationJob {
                     media,
-                    lease_token: lease_token.to_string(),
+                    lease_token: lease_token.clone(),
                     attempts,
                     requested_at,
                 });

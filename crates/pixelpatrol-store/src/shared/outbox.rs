@@ -8,7 +8,8 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
 use pixelpatrol_core::model::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryStatus, Endpoint, NewEvent, NextStep,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryId, DeliveryStatus, Endpoint, LeaseToken,
+    NewEvent, NextStep, Timestamp,
 };
 use pixelpatrol_core::store::Outbox;
 use pixelpatrol_store::rows::ATTEMPT_COLUMNS;
@@ -22,7 +23,7 @@ const DELIVERY_CHUNK: usize = 2000;
 fn next_step_columns(next: NextStep) -> (&'static str, Option<i64>) {
     match next {
         NextStep::Succeeded => (DeliveryStatus::Succeeded.as_str(), None),
-        NextStep::RetryAt(at) => (DeliveryStatus::Pending.as_str(), Some(at)),
+        NextStep::RetryAt(at) => (DeliveryStatus::Pending.as_str(), Some(at.millis())),
         NextStep::Dead => (DeliveryStatus::Failed.as_str(), None),
     }
 }
@@ -64,12 +65,12 @@ impl BackendStore {
             );
             insert.push_values(chunk, |mut values, (event, _)| {
                 values
-                    .push_bind(&event.id)
-                    .push_bind(&event.site_id)
+                    .push_bind(event.id.as_str())
+                    .push_bind(event.site_id.as_str())
                     .push_bind(event.event_type.as_str())
                     .push_bind(&event.media_id)
                     .push_bind(&event.payload)
-                    .push_bind(event.created_at);
+                    .push_bind(event.created_at.millis());
             });
             insert.build().persistent(false).execute(&mut **tx).await?;
         }
@@ -88,22 +89,22 @@ impl BackendStore {
             insert.push_values(chunk, |mut values, (event, endpoint)| {
                 let id = match leased {
                     Some((delivery_id, _, _)) => delivery_id.to_string(),
-                    None => pixelpatrol_core::util::new_id("dlv"),
+                    None => DeliveryId::generate().into_string(),
                 };
                 values
                     .push_bind(id)
-                    .push_bind(&event.id)
-                    .push_bind(&endpoint.id)
-                    .push_bind(&event.site_id)
+                    .push_bind(event.id.as_str())
+                    .push_bind(endpoint.id.as_str())
+                    .push_bind(event.site_id.as_str())
                     .push_bind(event.event_type.as_str())
                     .push_bind(&event.media_id)
                     .push_bind(DeliveryStatus::Pending.as_str())
                     .push_bind(0_i64)
-                    .push_bind(event.deliver_at)
+                    .push_bind(event.deliver_at.millis())
                     .push_bind(leased.map(|(_, _, until)| until))
                     .push_bind(leased.map(|(_, token, _)| token.to_string()))
-                    .push_bind(event.created_at)
-                    .push_bind(event.created_at);
+                    .push_bind(event.created_at.millis())
+                    .push_bind(event.created_at.millis());
             });
             insert.build().persistent(false).execute(&mut **tx).await?;
         }
@@ -117,22 +118,26 @@ impl Outbox for BackendStore {
         &self,
         endpoint: &Endpoint,
         event: &NewEvent,
-        delivery_id: &str,
-        lease_token: &str,
-        lease_until_ms: i64,
+        delivery_id: &DeliveryId,
+        lease_token: &LeaseToken,
+        lease_until: Timestamp,
     ) -> anyhow::Result<ClaimedDelivery> {
         let mut tx = self.write.begin().await?;
         Self::insert_event(
             &mut tx,
             event,
             &[endpoint],
-            Some((delivery_id, lease_token, lease_until_ms)),
+            Some((
+                delivery_id.as_str(),
+                lease_token.as_str(),
+                lease_until.millis(),
+            )),
         )
         .await?;
         tx.commit().await?;
         Ok(ClaimedDelivery {
-            id: delivery_id.to_string(),
-            lease_token: lease_token.to_string(),
+            id: delivery_id.clone(),
+            lease_token: lease_token.clone(),
             event_id: event.id.clone(),
             event_type: event.event_type.as_str().to_string(),
             endpoint_id: endpoint.id.clone(),
@@ -166,16 +171,16 @@ impl Outbox for BackendStore {
         insert.push_values(records, |mut values, record| {
             let (_, next_attempt_at) = next_step_columns(record.next);
             values
-                .push_bind(&record.delivery_id)
+                .push_bind(record.delivery_id.as_str())
                 .push_bind(record.attempt)
-                .push_bind(record.started_at)
+                .push_bind(record.started_at.millis())
                 .push_bind(record.duration_ms)
                 .push_bind(record.status_code)
                 .push_bind(&record.response_body)
                 .push_bind(&record.error_class)
                 .push_bind(&record.error_message)
                 .push_bind(next_attempt_at)
-                .push_bind(&record.endpoint_id);
+                .push_bind(record.endpoint_id.as_str());
         });
         insert.push(") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)");
         insert.build().persistent(false).execute(&mut *tx).await?;
@@ -196,14 +201,14 @@ impl Outbox for BackendStore {
                 _ => None,
             };
             values
-                .push_bind(&record.delivery_id)
-                .push_bind(&record.lease_token)
+                .push_bind(record.delivery_id.as_str())
+                .push_bind(record.lease_token.as_str())
                 .push_bind(status)
                 .push_bind(record.attempt)
                 .push_bind(next_attempt_at)
                 .push_bind(record.status_code)
                 .push_bind(last_error)
-                .push_bind(record.started_at + record.duration_ms);
+                .push_bind(record.started_at.plus_ms(record.duration_ms).millis());
         });
         update
             .push(") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2");
@@ -212,12 +217,13 @@ impl Outbox for BackendStore {
         Ok(())
     }
 
-    async fn release_leases(&self, leases: &[(String, String)]) -> anyhow::Result<()> {
-        let now = pixelpatrol_core::util::now_ms();
+    async fn release_leases(&self, leases: &[(DeliveryId, LeaseToken)]) -> anyhow::Result<()> {
+        let now = Timestamp::now().millis();
         let mut tx = self.write.begin().await?;
         for (delivery_id, token) in leases {
             // Due at once again (on SQLite the claim had moved it to the
             // lease's end).
+            let (delivery_id, token) = (delivery_id.as_str(), token.as_str());
             sqlx::query!(
                 "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = $3 \
                  WHERE id = $1 AND lease_token = $2",

@@ -1,7 +1,7 @@
 //! Rule groups (shared by both backends: compiled into each).
 
 use async_trait::async_trait;
-use pixelpatrol_core::model::RuleGroup;
+use pixelpatrol_core::model::{RuleGroup, RuleGroupId, SiteId};
 use pixelpatrol_core::store::RuleGroups;
 use pixelpatrol_store::rows::RuleGroupRow;
 
@@ -17,15 +17,21 @@ impl BackendStore {
     ) -> anyhow::Result<bool> {
         let rules = serde_json::to_string(&group.rules)?;
         if group.is_default {
+            let site_id = group.site_id.as_str();
+            let id = group.id.as_str();
             sqlx::query!(
                 "UPDATE rule_groups SET is_default = FALSE WHERE site_id = $1 AND is_default AND id <> $2",
-                group.site_id,
-                group.id
+                site_id,
+                id
             )
             .execute(&mut **tx)
             .await?;
         }
         let result = if insert {
+            let updated_at = group.updated_at.millis();
+            let id = group.id.as_str();
+            let site_id = group.site_id.as_str();
+            let created_at = group.created_at.millis();
             sqlx::query!(
                 "INSERT INTO rule_groups (name, description, is_default, rules, updated_at, id, site_id, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -33,16 +39,19 @@ impl BackendStore {
                 group.description,
                 group.is_default,
                 rules,
-                group.updated_at,
-                group.id,
-                group.site_id,
-                group.created_at,
+                updated_at,
+                id,
+                site_id,
+                created_at,
             )
             .execute(&mut **tx)
             .await?
         } else {
             // Only ever turned on here (turning another group on turns this
             // one off above), so a concurrent change is not undone.
+            let updated_at = group.updated_at.millis();
+            let id = group.id.as_str();
+            let site_id = group.site_id.as_str();
             sqlx::query!(
                 "UPDATE rule_groups SET name = $1, description = $2, is_default = (is_default OR $3), \
                  rules = $4, updated_at = $5 WHERE id = $6 AND site_id = $7",
@@ -50,9 +59,9 @@ impl BackendStore {
                 group.description,
                 group.is_default,
                 rules,
-                group.updated_at,
-                group.id,
-                group.site_id,
+                updated_at,
+                id,
+                site_id,
             )
             .execute(&mut **tx)
             .await?
@@ -63,7 +72,8 @@ impl BackendStore {
 
 #[async_trait]
 impl RuleGroups for BackendStore {
-    async fn list_rule_groups(&self, site_id: &str) -> anyhow::Result<Vec<RuleGroup>> {
+    async fn list_rule_groups(&self, site_id: &SiteId) -> anyhow::Result<Vec<RuleGroup>> {
+        let site_id = site_id.as_str();
         let rows = sqlx::query_as!(
             RuleGroupRow,
             "SELECT id, site_id, name, description, is_default, rules, created_at, updated_at \
@@ -75,7 +85,13 @@ impl RuleGroups for BackendStore {
         rows.into_iter().map(RuleGroup::try_from).collect()
     }
 
-    async fn get_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<Option<RuleGroup>> {
+    async fn get_rule_group(
+        &self,
+        site_id: &SiteId,
+        id: &RuleGroupId,
+    ) -> anyhow::Result<Option<RuleGroup>> {
+        let site_id = site_id.as_str();
+        let id = id.as_str();
         let row = sqlx::query_as!(
             RuleGroupRow,
             "SELECT id, site_id, name, description, is_default, rules, created_at, updated_at \
@@ -88,7 +104,8 @@ impl RuleGroups for BackendStore {
         row.map(RuleGroup::try_from).transpose()
     }
 
-    async fn default_rule_group(&self, site_id: &str) -> anyhow::Result<Option<RuleGroup>> {
+    async fn default_rule_group(&self, site_id: &SiteId) -> anyhow::Result<Option<RuleGroup>> {
+        let site_id = site_id.as_str();
         let row = sqlx::query_as!(
             RuleGroupRow,
             "SELECT id, site_id, name, description, is_default, rules, created_at, updated_at \
@@ -116,7 +133,9 @@ impl RuleGroups for BackendStore {
         Ok(updated)
     }
 
-    async fn delete_rule_group(&self, site_id: &str, id: &str) -> anyhow::Result<bool> {
+    async fn delete_rule_group(&self, site_id: &SiteId, id: &RuleGroupId) -> anyhow::Result<bool> {
+        let site_id = site_id.as_str();
+        let id = id.as_str();
         let result = sqlx::query!(
             "DELETE FROM rule_groups WHERE site_id = $1 AND id = $2 AND NOT is_default",
             site_id,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::BackendStore;
-use pixelpatrol_core::model::{RuleGroup, Site};
+use pixelpatrol_core::model::{RuleGroup, Site, SiteId};
 use pixelpatrol_core::store::Sites;
 use pixelpatrol_store::rows::SiteRow;
 
@@ -11,11 +11,14 @@ use pixelpatrol_store::rows::SiteRow;
 impl Sites for BackendStore {
     async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()> {
         let mut tx = self.write.begin().await?;
+        let id = site.id.as_str();
+        let created_at = site.created_at.millis();
+        let updated_at = site.updated_at.millis();
         sqlx::query!(
             "INSERT INTO sites (id, name, url, description, key_hash, confidence_threshold, \
              external_analyzer_url, external_analyzer_secret, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            site.id,
+            id,
             site.name,
             site.url,
             site.description,
@@ -23,8 +26,8 @@ impl Sites for BackendStore {
             site.confidence_threshold,
             site.external_analyzer_url,
             site.external_analyzer_secret,
-            site.created_at,
-            site.updated_at,
+            created_at,
+            updated_at,
         )
         .execute(&mut *tx)
         .await?;
@@ -44,7 +47,8 @@ impl Sites for BackendStore {
         Ok(rows.into_iter().map(Site::from).collect())
     }
 
-    async fn get_site(&self, id: &str) -> anyhow::Result<Option<Site>> {
+    async fn get_site(&self, id: &SiteId) -> anyhow::Result<Option<Site>> {
+        let id = id.as_str();
         let row = sqlx::query_as!(
             SiteRow,
             "SELECT id, name, url, description, key_hash, confidence_threshold, external_analyzer_url, \
@@ -69,6 +73,8 @@ impl Sites for BackendStore {
     }
 
     async fn update_site(&self, site: &Site) -> anyhow::Result<bool> {
+        let updated_at = site.updated_at.millis();
+        let id = site.id.as_str();
         let result = sqlx::query!(
             "UPDATE sites SET name = $1, url = $2, description = $3, updated_at = $4, \
              confidence_threshold = $6, external_analyzer_url = $7, external_analyzer_secret = $8 \
@@ -76,8 +82,8 @@ impl Sites for BackendStore {
             site.name,
             site.url,
             site.description,
-            site.updated_at,
-            site.id,
+            updated_at,
+            id,
             site.confidence_threshold,
             site.external_analyzer_url,
             site.external_analyzer_secret,
@@ -87,7 +93,8 @@ impl Sites for BackendStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn delete_site(&self, id: &str) -> anyhow::Result<bool> {
+    async fn delete_site(&self, id: &SiteId) -> anyhow::Result<bool> {
+        let id = id.as_str();
         let result = sqlx::query!("DELETE FROM sites WHERE id = $1", id)
             .execute(&self.write)
             .await?;

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::AppState;
 use crate::api::error::{AppError, Result};
-use crate::model::Site;
+use crate::model::{Site, SiteId};
 use crate::util::{random_token, sha256_hex};
 
 /// Settings key of the stored admin token hash.
@@ -27,15 +27,15 @@ pub enum Caller {
 impl Caller {
     /// Admins see every site; a site sees only itself. Anything else is a 404
     /// so that other sites' ids are not even confirmed to exist.
-    pub fn ensure_site(&self, site_id: &str) -> Result<()> {
+    pub fn ensure_site(&self, site_id: &SiteId) -> Result<()> {
         // The operator's own site (alerts) is configured by the server, not
         // through the API, by anyone.
-        if site_id == crate::alerts::OPERATOR_SITE_ID {
+        if *site_id == crate::alerts::OPERATOR_SITE_ID {
             return Err(AppError::NotFound("site"));
         }
         match self {
             Caller::Admin => Ok(()),
-            Caller::Site(site) if site.id == site_id => Ok(()),
+            Caller::Site(site) if &site.id == site_id => Ok(()),
             Caller::Site(_) => Err(AppError::NotFound("site")),
         }
     }

@@ -13,8 +13,7 @@ use super::{ApiJson, query};
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::{AppError, Result};
-use crate::model::{Endpoint, RecoverOutcome, WindowFigures};
-use crate::util::{now_ms, rfc3339};
+use crate::model::{Endpoint, EndpointId, RecoverOutcome, SiteId, Timestamp, WindowFigures};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,7 +30,7 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Serialize)]
 struct LastFailure {
-    at: String,
+    at: Timestamp,
     class: Option<String>,
     status_code: Option<i64>,
     message: Option<String>,
@@ -47,22 +46,22 @@ struct Queue {
 
 #[derive(Serialize)]
 struct Health {
-    webhook_id: String,
+    webhook_id: EndpointId,
     url: String,
     /// `healthy`, `failing` or `disabled`.
     state: &'static str,
     disabled_reason: Option<String>,
-    disabled_at: Option<String>,
+    disabled_at: Option<Timestamp>,
     consecutive_failures: i64,
     last_hour: WindowFigures,
     last_24h: WindowFigures,
     queue: Queue,
-    last_success_at: Option<String>,
+    last_success_at: Option<Timestamp>,
     last_failure: Option<LastFailure>,
 }
 
 async fn health_of(state: &AppState, endpoint: Endpoint) -> Result<Health> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let figures = state.store.endpoint_health(&endpoint.id, now).await?;
     let health = &endpoint.health;
     let status = if !endpoint.active {
@@ -77,7 +76,7 @@ async fn health_of(state: &AppState, endpoint: Endpoint) -> Result<Health> {
         url: endpoint.url.clone(),
         state: status,
         disabled_reason: endpoint.disabled_reason.clone(),
-        disabled_at: endpoint.disabled_at.map(rfc3339),
+        disabled_at: endpoint.disabled_at,
         consecutive_failures: health.consecutive_failures,
         last_hour: figures.last_hour,
         last_24h: figures.last_day,
@@ -86,11 +85,11 @@ async fn health_of(state: &AppState, endpoint: Endpoint) -> Result<Health> {
             in_flight: figures.in_flight,
             oldest_pending_age_seconds: figures
                 .oldest_pending_at
-                .map(|oldest| (now - oldest).max(0) as f64 / 1000.0),
+                .map(|oldest| now.ms_since(oldest).max(0) as f64 / 1000.0),
         },
-        last_success_at: health.last_success_at.map(rfc3339),
+        last_success_at: health.last_success_at,
         last_failure: health.last_failure_at.map(|at| LastFailure {
-            at: rfc3339(at),
+            at,
             class: health.last_failure_class.clone(),
             status_code: health.last_failure_status,
             message: health.last_failure_message.clone(),
@@ -101,7 +100,7 @@ async fn health_of(state: &AppState, endpoint: Endpoint) -> Result<Health> {
 async fn endpoint_health(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(String, String)>,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
 ) -> Result<Json<Health>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
     Ok(Json(health_of(&state, endpoint).await?))
@@ -115,7 +114,7 @@ struct SiteHealth {
 async fn site_health(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    Path(site_id): Path<SiteId>,
 ) -> Result<Json<SiteHealth>> {
     let site = load_site(&state, &caller, &site_id).await?;
     let mut data = Vec::new();
@@ -139,7 +138,7 @@ struct Recover {
 async fn recover(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(String, String)>,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
     ApiJson(input): ApiJson<Recover>,
 ) -> Result<Json<Value>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
@@ -167,7 +166,7 @@ async fn recover(
         skipped_in_flight,
     } = state
         .store
-        .recover_deliveries(&endpoint.id, since, until, now_ms())
+        .recover_deliveries(&endpoint.id, since, until, Timestamp::now())
         .await?;
     if requeued > 0 {
         state.deliverer.wake();

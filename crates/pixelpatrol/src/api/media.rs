@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pixelpatrol_webhooks::{EventType, MediaCreated};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::validate::{no_control_characters, optional_text, web_url};
@@ -14,9 +14,11 @@ use super::{ApiJson, Page, query};
 use crate::api::AppState;
 use crate::api::auth::{Caller, authenticate};
 use crate::api::error::{AppError, Result};
-use crate::model::{AiLabels, Media, MediaFilter, MediaStatus, NewEvent};
+use crate::model::{
+    AiLabels, DecidedBy, Media, MediaFilter, MediaId, MediaStatus, NewEvent, RuleGroupId,
+    RuleOutcome, SiteId, Timestamp,
+};
 use crate::moderation::{self, Verdict};
-use crate::util::{new_id, now_ms, rfc3339};
 
 /// Largest text body accepted for moderation, in characters.
 const MAX_TEXT_CHARS: usize = 100_000;
@@ -33,6 +35,61 @@ pub fn router() -> Router<AppState> {
 
 const MAX_PAGE: i64 = 500;
 
+/// A media item with its moderation state, as status look-ups, the queue and
+/// reviews show it.
+#[derive(Serialize)]
+struct MediaOut {
+    id: MediaId,
+    site_id: SiteId,
+    app_media_id: Option<String>,
+    content_type: String,
+    content_url: Option<String>,
+    body: Option<String>,
+    metadata: Value,
+    status: MediaStatus,
+    review_note: Option<String>,
+    decided_by: Option<DecidedBy>,
+    rule_group_id: Option<RuleGroupId>,
+    ai_results: AiLabels,
+    applied_rules: Vec<RuleOutcome>,
+    processing_ms: Option<i64>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    moderated_at: Option<Timestamp>,
+}
+
+impl From<&Media> for MediaOut {
+    fn from(media: &Media) -> Self {
+        MediaOut {
+            id: media.id.clone(),
+            site_id: media.site_id.clone(),
+            app_media_id: media.app_media_id.clone(),
+            content_type: media.content_type.clone(),
+            content_url: media.content_url.clone(),
+            body: media.body.clone(),
+            metadata: media.metadata.clone(),
+            status: media.status,
+            review_note: media.review_note.clone(),
+            decided_by: media.decided_by,
+            rule_group_id: media.rule_group_id.clone(),
+            ai_results: media.ai_results.clone(),
+            applied_rules: media.applied_rules.clone(),
+            processing_ms: media.processing_ms,
+            created_at: media.created_at,
+            updated_at: media.updated_at,
+            moderated_at: media.moderated_at,
+        }
+    }
+}
+
+/// The answer to a submission or a re-moderation request.
+#[derive(Serialize)]
+struct QueuedOut {
+    id: MediaId,
+    status: MediaStatus,
+    message: &'static str,
+}
+
 #[derive(Deserialize)]
 struct SubmitMedia {
     api_key: Option<String>,
@@ -40,7 +97,7 @@ struct SubmitMedia {
     content_url: Option<String>,
     app_media_id: Option<String>,
     metadata: Option<Value>,
-    rule_group_id: Option<String>,
+    rule_group_id: Option<RuleGroupId>,
 }
 
 /// `video` for well-known video file endings, otherwise `image`.
@@ -62,7 +119,7 @@ async fn submit_media(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<SubmitMedia>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<QueuedOut>)> {
     let caller = authenticate(&state, &headers, input.api_key.as_deref()).await?;
     let Caller::Site(site) = caller else {
         return Err(AppError::invalid(
@@ -119,9 +176,9 @@ async fn submit_media(
         ),
         None => None,
     };
-    let now = now_ms();
+    let now = Timestamp::now();
     let media = Media {
-        id: new_id("media"),
+        id: MediaId::generate(),
         site_id: site.id.clone(),
         app_media_id: optional_text("app_media_id", input.app_media_id.as_deref(), 255)?,
         content_type: content_url
@@ -145,15 +202,15 @@ async fn submit_media(
     let event = NewEvent::new(
         EventType::MediaCreated,
         &media.site_id,
-        &media.id,
+        media.id.as_str(),
         MediaCreated {
-            media_id: media.id.clone(),
-            site_id: media.site_id.clone(),
+            media_id: media.id.to_string(),
+            site_id: media.site_id.to_string(),
             status: media.status.as_str().into(),
             app_media_id: media.app_media_id.clone(),
             content_type: media.content_type.clone(),
             metadata: media.metadata.clone(),
-            created_at: rfc3339(now),
+            created_at: now.rfc3339(),
         },
         now,
         state.deliverer.first_attempt_at(now),
@@ -166,15 +223,15 @@ async fn submit_media(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "id": media.id,
-            "status": "pending",
-            "message": "Media submitted for moderation",
-        })),
+        Json(QueuedOut {
+            id: media.id,
+            status: MediaStatus::Pending,
+            message: "Media submitted for moderation",
+        }),
     ))
 }
 
-async fn load_media(state: &AppState, caller: &Caller, media_id: &str) -> Result<Media> {
+async fn load_media(state: &AppState, caller: &Caller, media_id: &MediaId) -> Result<Media> {
     let media = state
         .store
         .get_media(media_id)
@@ -189,24 +246,28 @@ async fn load_media(state: &AppState, caller: &Caller, media_id: &str) -> Result
 async fn get_media(
     caller: Caller,
     State(state): State<AppState>,
-    Path(media_id): Path<String>,
-) -> Result<Json<Media>> {
-    Ok(Json(load_media(&state, &caller, &media_id).await?))
+    Path(media_id): Path<MediaId>,
+) -> Result<Json<MediaOut>> {
+    Ok(Json(MediaOut::from(
+        &load_media(&state, &caller, &media_id).await?,
+    )))
 }
 
 #[derive(Deserialize)]
 struct MediaStatusRequest {
     api_key: Option<String>,
-    media_id: String,
+    media_id: MediaId,
 }
 
 async fn get_media_status(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<MediaStatusRequest>,
-) -> Result<Json<Media>> {
+) -> Result<Json<MediaOut>> {
     let caller = authenticate(&state, &headers, input.api_key.as_deref()).await?;
-    Ok(Json(load_media(&state, &caller, &input.media_id).await?))
+    Ok(Json(MediaOut::from(
+        &load_media(&state, &caller, &input.media_id).await?,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -218,9 +279,9 @@ struct Review {
 async fn review_media(
     caller: Caller,
     State(state): State<AppState>,
-    Path(media_id): Path<String>,
+    Path(media_id): Path<MediaId>,
     ApiJson(input): ApiJson<Review>,
-) -> Result<Json<Media>> {
+) -> Result<Json<MediaOut>> {
     let media = load_media(&state, &caller, &media_id).await?;
     let verdict = Verdict::parse(&input.status).ok_or_else(|| {
         AppError::invalid("status", "status must be approved, rejected or flagged")
@@ -235,7 +296,7 @@ async fn review_media(
     )
     .await?
     .ok_or(AppError::NotFound("media"))?;
-    Ok(Json(decided))
+    Ok(Json(MediaOut::from(&decided)))
 }
 
 /// Runs analysis and the rules again; a new `media.moderated` follows. The
@@ -244,8 +305,8 @@ async fn review_media(
 async fn remoderate_media(
     caller: Caller,
     State(state): State<AppState>,
-    Path(media_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>)> {
+    Path(media_id): Path<MediaId>,
+) -> Result<(StatusCode, Json<QueuedOut>)> {
     let media = load_media(&state, &caller, &media_id).await?;
     if media.decided_by == Some(moderation::DecidedBy::Manual) {
         return Err(AppError::Conflict(
@@ -257,15 +318,18 @@ async fn remoderate_media(
             "automatic moderation is off on this server (PIXELPATROL_AUTO_MODERATION=false)".into(),
         ));
     }
-    state.store.enqueue_moderation(&media.id, now_ms()).await?;
+    state
+        .store
+        .enqueue_moderation(&media.id, Timestamp::now())
+        .await?;
     state.moderator.wake();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "id": media.id,
-            "status": media.status,
-            "message": "Media queued for moderation",
-        })),
+        Json(QueuedOut {
+            id: media.id,
+            status: media.status,
+            message: "Media queued for moderation",
+        }),
     ))
 }
 
@@ -273,9 +337,9 @@ async fn remoderate_media(
 async fn list_media(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    Path(site_id): Path<SiteId>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Page<Media>>> {
+) -> Result<Json<Page<MediaOut>>> {
     caller.ensure_site(&site_id)?;
     let mut filter = MediaFilter {
         limit: query::DEFAULT_PAGE,
@@ -301,7 +365,10 @@ async fn list_media(
     }
     let data = state.store.list_media(&site_id, &filter).await?;
     let next_cursor = (data.len() as i64 == filter.limit)
-        .then(|| data.last().map(|media| media.id.clone()))
+        .then(|| data.last().map(|media| media.id.to_string()))
         .flatten();
-    Ok(Json(Page { data, next_cursor }))
+    Ok(Json(Page {
+        data: data.iter().map(MediaOut::from).collect(),
+        next_cursor,
+    }))
 }

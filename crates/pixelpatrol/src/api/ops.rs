@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 use crate::api::AppState;
-use crate::util::now_ms;
+use crate::model::Timestamp;
 
 /// A readiness probe answers quickly, whatever the database does.
 const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -117,7 +117,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     }
     if state.config.runs_worker() {
-        let now = now_ms();
+        let now = Timestamp::now();
         let mut worker = |name: &str, alive: bool| {
             if alive {
                 checks.insert(name.into(), json!("ok"));

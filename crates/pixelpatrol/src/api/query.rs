@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use pixelpatrol_webhooks::{EventType, UnknownEventType};
 
 use crate::api::error::{AppError, Result};
-use crate::util::parse_rfc3339;
+use crate::model::Timestamp;
 
 /// A page's size when the request names none.
 pub const DEFAULT_PAGE: i64 = 50;
@@ -27,14 +27,14 @@ pub fn limit(value: &str, max: i64) -> Result<i64> {
         .ok_or_else(|| AppError::invalid("limit", format!("limit must be 1 to {max}")))
 }
 
-/// `since`: an RFC 3339 time, as milliseconds.
-pub fn since(value: &str) -> Result<i64> {
+/// `since`: an RFC 3339 time.
+pub fn since(value: &str) -> Result<Timestamp> {
     time("since", value)
 }
 
-/// An RFC 3339 time in `field`, as milliseconds.
-pub fn time(field: &str, value: &str) -> Result<i64> {
-    parse_rfc3339(value).ok_or_else(|| {
+/// An RFC 3339 time in `field`.
+pub fn time(field: &str, value: &str) -> Result<Timestamp> {
+    Timestamp::parse_rfc3339(value).ok_or_else(|| {
         AppError::invalid(
             field,
             format!("{field} must be an RFC 3339 time, e.g. 2024-01-20T10:30:00Z"),
@@ -50,9 +50,9 @@ pub fn event(value: &str) -> Result<EventType> {
 }
 
 /// `cursor` of a list paged by id: an id of the listed kind.
-pub fn id_cursor(value: &str, prefix: &str) -> Result<String> {
+pub fn id_cursor<Id: From<String>>(value: &str, prefix: &str) -> Result<Id> {
     if value.starts_with(prefix) {
-        Ok(value.to_string())
+        Ok(Id::from(value.to_string()))
     } else {
         Err(AppError::invalid(
             "cursor",

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::sites::load_site;
@@ -13,10 +13,9 @@ use super::{ApiJson, Page};
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::{AppError, Result};
-use crate::model::RuleGroup;
+use crate::model::{Rule, RuleGroup, RuleGroupId, SiteId, Timestamp};
 use crate::moderation::rules::{RuleInput, TEMPLATES, validate_rules};
 use crate::moderation::template_group;
-use crate::util::{new_id, now_ms};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,6 +32,34 @@ pub fn router() -> Router<AppState> {
             "/v1/sites/{site_id}/rule-groups/{group_id}",
             get(get_group).patch(update_group).delete(delete_group),
         )
+}
+
+/// A rule group as the API shows it.
+#[derive(Serialize)]
+struct RuleGroupOut {
+    id: RuleGroupId,
+    site_id: SiteId,
+    name: String,
+    description: Option<String>,
+    is_default: bool,
+    rules: Vec<Rule>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<&RuleGroup> for RuleGroupOut {
+    fn from(group: &RuleGroup) -> Self {
+        RuleGroupOut {
+            id: group.id.clone(),
+            site_id: group.site_id.clone(),
+            name: group.name.clone(),
+            description: group.description.clone(),
+            is_default: group.is_default,
+            rules: group.rules.clone(),
+            created_at: group.created_at,
+            updated_at: group.updated_at,
+        }
+    }
 }
 
 async fn list_templates(_caller: Caller) -> Json<Value> {
@@ -54,13 +81,13 @@ struct CreateGroup {
 async fn create_group(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    Path(site_id): Path<SiteId>,
     ApiJson(input): ApiJson<CreateGroup>,
-) -> Result<(StatusCode, Json<RuleGroup>)> {
+) -> Result<(StatusCode, Json<RuleGroupOut>)> {
     let site = load_site(&state, &caller, &site_id).await?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let group = RuleGroup {
-        id: new_id("rg"),
+        id: RuleGroupId::generate(),
         site_id: site.id,
         name: text("name", &input.name, 200)?,
         description: optional_text("description", input.description.as_deref(), 2000)?,
@@ -70,7 +97,7 @@ async fn create_group(
         updated_at: now,
     };
     state.store.create_rule_group(&group).await?;
-    Ok((StatusCode::CREATED, Json(group)))
+    Ok((StatusCode::CREATED, Json(RuleGroupOut::from(&group))))
 }
 
 /// Makes a new group from every template and makes it the site's default:
@@ -78,23 +105,23 @@ async fn create_group(
 async fn recreate_recommended(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
-) -> Result<(StatusCode, Json<RuleGroup>)> {
+    Path(site_id): Path<SiteId>,
+) -> Result<(StatusCode, Json<RuleGroupOut>)> {
     let site = load_site(&state, &caller, &site_id).await?;
     let group = template_group(&site.id, true);
     state.store.create_rule_group(&group).await?;
-    Ok((StatusCode::CREATED, Json(group)))
+    Ok((StatusCode::CREATED, Json(RuleGroupOut::from(&group))))
 }
 
 async fn list_groups(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
-) -> Result<Json<Page<RuleGroup>>> {
+    Path(site_id): Path<SiteId>,
+) -> Result<Json<Page<RuleGroupOut>>> {
     let site = load_site(&state, &caller, &site_id).await?;
     let data = state.store.list_rule_groups(&site.id).await?;
     Ok(Json(Page {
-        data,
+        data: data.iter().map(RuleGroupOut::from).collect(),
         next_cursor: None,
     }))
 }
@@ -102,8 +129,8 @@ async fn list_groups(
 async fn load_group(
     state: &AppState,
     caller: &Caller,
-    site_id: &str,
-    group_id: &str,
+    site_id: &SiteId,
+    group_id: &RuleGroupId,
 ) -> Result<RuleGroup> {
     let site = load_site(state, caller, site_id).await?;
     state
@@ -116,11 +143,11 @@ async fn load_group(
 async fn get_group(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, group_id)): Path<(String, String)>,
-) -> Result<Json<RuleGroup>> {
-    Ok(Json(
-        load_group(&state, &caller, &site_id, &group_id).await?,
-    ))
+    Path((site_id, group_id)): Path<(SiteId, RuleGroupId)>,
+) -> Result<Json<RuleGroupOut>> {
+    Ok(Json(RuleGroupOut::from(
+        &load_group(&state, &caller, &site_id, &group_id).await?,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -137,9 +164,9 @@ struct UpdateGroup {
 async fn update_group(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, group_id)): Path<(String, String)>,
+    Path((site_id, group_id)): Path<(SiteId, RuleGroupId)>,
     ApiJson(input): ApiJson<UpdateGroup>,
-) -> Result<Json<RuleGroup>> {
+) -> Result<Json<RuleGroupOut>> {
     let mut group = load_group(&state, &caller, &site_id, &group_id).await?;
     if let Some(name) = input.name {
         group.name = text("name", &name, 200)?;
@@ -160,17 +187,17 @@ async fn update_group(
         }
         _ => {}
     }
-    group.updated_at = now_ms();
+    group.updated_at = Timestamp::now();
     if !state.store.update_rule_group(&group).await? {
         return Err(AppError::NotFound("rule group"));
     }
-    Ok(Json(group))
+    Ok(Json(RuleGroupOut::from(&group)))
 }
 
 async fn delete_group(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, group_id)): Path<(String, String)>,
+    Path((site_id, group_id)): Path<(SiteId, RuleGroupId)>,
 ) -> Result<StatusCode> {
     let group = load_group(&state, &caller, &site_id, &group_id).await?;
     if group.is_default {

@@ -4,8 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::validate::{endpoint_url, nullable, optional_text, text, web_url};
 use super::{ApiJson, Page};
@@ -13,10 +12,10 @@ use crate::alerts::OPERATOR_SITE_ID;
 use crate::api::AppState;
 use crate::api::auth::{Caller, new_site_key};
 use crate::api::error::{AppError, Result};
-use crate::model::Site;
+use crate::model::{RuleGroupId, Site, SiteId, Timestamp};
 use crate::moderation::rules::DEFAULT_CONFIDENCE_THRESHOLD;
 use crate::moderation::template_group;
-use crate::util::{new_id, new_webhook_secret, now_ms, sha256_hex};
+use crate::util::{new_webhook_secret, sha256_hex};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,6 +24,55 @@ pub fn router() -> Router<AppState> {
             "/v1/sites/{site_id}",
             get(get_site).patch(update_site).delete(delete_site),
         )
+}
+
+/// A site as the API shows it: never its key's hash or its analyzer's
+/// secret (those are shown once, when made: [`NewSiteOut`], [`UpdatedSiteOut`]).
+#[derive(Serialize)]
+pub(super) struct SiteOut {
+    id: SiteId,
+    name: String,
+    url: Option<String>,
+    description: Option<String>,
+    confidence_threshold: f64,
+    external_analyzer_url: Option<String>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<&Site> for SiteOut {
+    fn from(site: &Site) -> Self {
+        SiteOut {
+            id: site.id.clone(),
+            name: site.name.clone(),
+            url: site.url.clone(),
+            description: site.description.clone(),
+            confidence_threshold: site.confidence_threshold,
+            external_analyzer_url: site.external_analyzer_url.clone(),
+            created_at: site.created_at,
+            updated_at: site.updated_at,
+        }
+    }
+}
+
+/// A new site, with its key: the only time the key is shown.
+#[derive(Serialize)]
+struct NewSiteOut {
+    #[serde(flatten)]
+    site: SiteOut,
+    site_key: String,
+    default_rule_group_id: RuleGroupId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_analyzer_secret: Option<String>,
+}
+
+/// An edited site; a new analyzer secret, when the edit made one, is shown here once.
+#[derive(Serialize)]
+struct UpdatedSiteOut {
+    #[serde(flatten)]
+    site: SiteOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_analyzer_secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -60,9 +108,9 @@ async fn create_site(
     caller: Caller,
     State(state): State<AppState>,
     ApiJson(input): ApiJson<CreateSite>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<NewSiteOut>)> {
     caller.ensure_admin()?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let site_key = new_site_key();
     let analyzer = input
         .external_analyzer_url
@@ -70,7 +118,7 @@ async fn create_site(
         .map(|url| external_analyzer(url, state.config.dev))
         .transpose()?;
     let site = Site {
-        id: new_id("site"),
+        id: SiteId::generate(),
         name: text("name", &input.name, 200)?,
         url: input
             .url
@@ -92,17 +140,19 @@ async fn create_site(
     // Moderation works from the start: the recommended rules are the default.
     let group = template_group(&site.id, true);
     state.store.create_site(&site, &group).await?;
-    let mut body = serde_json::to_value(&site).map_err(anyhow::Error::from)?;
     // The key is shown here once; only its hash is kept.
-    body["site_key"] = json!(site_key);
-    body["default_rule_group_id"] = json!(group.id);
-    if let Some((_, secret)) = analyzer {
-        body["external_analyzer_secret"] = json!(secret);
-    }
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((
+        StatusCode::CREATED,
+        Json(NewSiteOut {
+            site: SiteOut::from(&site),
+            site_key,
+            default_rule_group_id: group.id,
+            external_analyzer_secret: analyzer.map(|(_, secret)| secret),
+        }),
+    ))
 }
 
-async fn list_sites(caller: Caller, State(state): State<AppState>) -> Result<Json<Page<Site>>> {
+async fn list_sites(caller: Caller, State(state): State<AppState>) -> Result<Json<Page<SiteOut>>> {
     let data = match caller {
         Caller::Admin => {
             let mut sites = state.store.list_sites().await?;
@@ -112,12 +162,12 @@ async fn list_sites(caller: Caller, State(state): State<AppState>) -> Result<Jso
         Caller::Site(site) => vec![*site],
     };
     Ok(Json(Page {
-        data,
+        data: data.iter().map(SiteOut::from).collect(),
         next_cursor: None,
     }))
 }
 
-pub(super) async fn load_site(state: &AppState, caller: &Caller, site_id: &str) -> Result<Site> {
+pub(super) async fn load_site(state: &AppState, caller: &Caller, site_id: &SiteId) -> Result<Site> {
     caller.ensure_site(site_id)?;
     // The operator's own site (alerts) is not managed through the API.
     if site_id == OPERATOR_SITE_ID {
@@ -133,9 +183,11 @@ pub(super) async fn load_site(state: &AppState, caller: &Caller, site_id: &str) 
 async fn get_site(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
-) -> Result<Json<Site>> {
-    Ok(Json(load_site(&state, &caller, &site_id).await?))
+    Path(site_id): Path<SiteId>,
+) -> Result<Json<SiteOut>> {
+    Ok(Json(SiteOut::from(
+        &load_site(&state, &caller, &site_id).await?,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -156,9 +208,9 @@ struct UpdateSite {
 async fn update_site(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    Path(site_id): Path<SiteId>,
     ApiJson(input): ApiJson<UpdateSite>,
-) -> Result<Json<Value>> {
+) -> Result<Json<UpdatedSiteOut>> {
     let mut site = load_site(&state, &caller, &site_id).await?;
     if let Some(name) = input.name {
         site.name = text("name", &name, 200)?;
@@ -182,22 +234,21 @@ async fn update_site(
         site.external_analyzer_secret = analyzer.as_ref().map(|(_, secret)| secret.clone());
         new_secret = analyzer.map(|(_, secret)| secret);
     }
-    site.updated_at = now_ms();
+    site.updated_at = Timestamp::now();
     if !state.store.update_site(&site).await? {
         return Err(AppError::NotFound("site"));
     }
-    let mut body = serde_json::to_value(&site).map_err(anyhow::Error::from)?;
-    if let Some(secret) = new_secret {
+    Ok(Json(UpdatedSiteOut {
+        site: SiteOut::from(&site),
         // Shown once, when it is made.
-        body["external_analyzer_secret"] = json!(secret);
-    }
-    Ok(Json(body))
+        external_analyzer_secret: new_secret,
+    }))
 }
 
 async fn delete_site(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    Path(site_id): Path<SiteId>,
 ) -> Result<StatusCode> {
     caller.ensure_admin()?;
     if site_id != OPERATOR_SITE_ID && state.store.delete_site(&site_id).await? {

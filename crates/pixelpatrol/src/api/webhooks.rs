@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pixelpatrol_webhooks::{EventType, TestWebhook};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ApiJson;
@@ -15,8 +15,10 @@ use super::validate::{endpoint_url, nullable, optional_text};
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::{AppError, Result};
-use crate::model::{Endpoint, NewEvent, NextStep};
-use crate::util::{new_id, new_webhook_secret, now_ms, rfc3339};
+use crate::model::{
+    DeliveryId, Endpoint, EndpointId, EventId, LeaseToken, NewEvent, NextStep, SiteId, Timestamp,
+};
+use crate::util::{new_id, new_webhook_secret};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -100,6 +102,50 @@ fn check_secret(secret: &str) -> Result<String> {
     Ok(secret.to_string())
 }
 
+/// An endpoint as the API shows it: never its secret (shown when made, and
+/// by `GET …/secret` to those who may see it).
+#[derive(Serialize)]
+pub(super) struct EndpointOut {
+    id: EndpointId,
+    site_id: SiteId,
+    url: String,
+    events: Vec<EventType>,
+    active: bool,
+    description: Option<String>,
+    strict_ordering: bool,
+    /// Why the server disabled the endpoint (`410 Gone`, or failing too long).
+    disabled_reason: Option<String>,
+    disabled_at: Option<Timestamp>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<&Endpoint> for EndpointOut {
+    fn from(endpoint: &Endpoint) -> Self {
+        EndpointOut {
+            id: endpoint.id.clone(),
+            site_id: endpoint.site_id.clone(),
+            url: endpoint.url.clone(),
+            events: endpoint.events.clone(),
+            active: endpoint.active,
+            description: endpoint.description.clone(),
+            strict_ordering: endpoint.strict_ordering,
+            disabled_reason: endpoint.disabled_reason.clone(),
+            disabled_at: endpoint.disabled_at,
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+        }
+    }
+}
+
+/// A new endpoint with its secret.
+#[derive(Serialize)]
+struct NewEndpointOut {
+    #[serde(flatten)]
+    endpoint: EndpointOut,
+    secret: String,
+}
+
 #[derive(Deserialize)]
 struct CreateEndpoint {
     url: String,
@@ -113,13 +159,13 @@ struct CreateEndpoint {
 async fn create_endpoint(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
+    Path(site_id): Path<SiteId>,
     ApiJson(input): ApiJson<CreateEndpoint>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<NewEndpointOut>)> {
     load_site(&state, &caller, &site_id).await?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let endpoint = Endpoint {
-        id: new_id("wh"),
+        id: EndpointId::generate(),
         site_id,
         url: endpoint_url("url", &input.url, state.config.dev)?,
         secret: match input.secret {
@@ -137,19 +183,24 @@ async fn create_endpoint(
         updated_at: now,
     };
     state.store.create_endpoint(&endpoint).await?;
-    let mut body = serde_json::to_value(&endpoint).map_err(anyhow::Error::from)?;
-    body["secret"] = json!(endpoint.secret);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((
+        StatusCode::CREATED,
+        Json(NewEndpointOut {
+            endpoint: EndpointOut::from(&endpoint),
+            secret: endpoint.secret,
+        }),
+    ))
 }
 
 async fn list_endpoints(
     caller: Caller,
     State(state): State<AppState>,
-    Path(site_id): Path<String>,
-) -> Result<Json<Page<Endpoint>>> {
+    Path(site_id): Path<SiteId>,
+) -> Result<Json<Page<EndpointOut>>> {
     load_site(&state, &caller, &site_id).await?;
+    let endpoints = state.store.list_endpoints(&site_id).await?;
     Ok(Json(Page {
-        data: state.store.list_endpoints(&site_id).await?,
+        data: endpoints.iter().map(EndpointOut::from).collect(),
         next_cursor: None,
     }))
 }
@@ -157,8 +208,8 @@ async fn list_endpoints(
 pub(super) async fn load_endpoint(
     state: &AppState,
     caller: &Caller,
-    site_id: &str,
-    webhook_id: &str,
+    site_id: &SiteId,
+    webhook_id: &EndpointId,
 ) -> Result<Endpoint> {
     caller.ensure_site(site_id)?;
     state
@@ -171,17 +222,17 @@ pub(super) async fn load_endpoint(
 async fn get_endpoint(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(String, String)>,
-) -> Result<Json<Endpoint>> {
-    Ok(Json(
-        load_endpoint(&state, &caller, &site_id, &webhook_id).await?,
-    ))
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
+) -> Result<Json<EndpointOut>> {
+    Ok(Json(EndpointOut::from(
+        &load_endpoint(&state, &caller, &site_id, &webhook_id).await?,
+    )))
 }
 
 async fn get_secret(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(String, String)>,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
 ) -> Result<Json<Value>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
     Ok(Json(json!({"secret": endpoint.secret})))
@@ -201,9 +252,9 @@ struct UpdateEndpoint {
 async fn update_endpoint(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(String, String)>,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
     ApiJson(input): ApiJson<UpdateEndpoint>,
-) -> Result<Json<Endpoint>> {
+) -> Result<Json<EndpointOut>> {
     let mut endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
     if let Some(url) = input.url {
         endpoint.url = endpoint_url("url", &url, state.config.dev)?;
@@ -233,23 +284,23 @@ async fn update_endpoint(
     if let Some(strict) = input.strict_ordering {
         endpoint.strict_ordering = strict;
     }
-    endpoint.updated_at = now_ms();
+    endpoint.updated_at = Timestamp::now();
     if !state
         .store
-        .update_endpoint(&endpoint, input.active.is_some(), now_ms())
+        .update_endpoint(&endpoint, input.active.is_some(), endpoint.updated_at)
         .await?
     {
         return Err(AppError::NotFound("webhook"));
     }
     // Re-activation may have made pending deliveries due.
     state.deliverer.wake();
-    Ok(Json(endpoint))
+    Ok(Json(EndpointOut::from(&endpoint)))
 }
 
 async fn delete_endpoint(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(String, String)>,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
 ) -> Result<StatusCode> {
     caller.ensure_site(&site_id)?;
     if state.store.delete_endpoint(&site_id, &webhook_id).await? {
@@ -259,16 +310,35 @@ async fn delete_endpoint(
     }
 }
 
+/// The outcome of a test send.
+#[derive(Serialize)]
+struct TestOut {
+    delivery_id: DeliveryId,
+    event_id: EventId,
+    success: bool,
+    status_code: Option<u16>,
+    duration_ms: i64,
+    error: Option<TestError>,
+    next_attempt_at: Option<Timestamp>,
+}
+
+#[derive(Serialize)]
+struct TestError {
+    class: &'static str,
+    message: String,
+}
+
 /// Sends a `test.webhook` event to this endpoint now, whatever its event
 /// selection, and answers with the attempt's outcome. The delivery is logged
 /// (and, if it failed, retried) like any other.
 async fn send_test(
     caller: Caller,
     State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(String, String)>,
-) -> Result<Json<Value>> {
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
+) -> Result<Json<TestOut>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
-    let now = now_ms();
+    let now = Timestamp::now();
+    // Test events have a lane of their own each.
     let media_id = new_id("test");
     let event = NewEvent::new(
         EventType::TestWebhook,
@@ -276,7 +346,7 @@ async fn send_test(
         &media_id,
         TestWebhook {
             media_id: media_id.clone(),
-            site_id: site_id.clone(),
+            site_id: site_id.to_string(),
             status: "test".into(),
             is_test: true,
             message: "Test webhook received successfully".into(),
@@ -285,31 +355,31 @@ async fn send_test(
         // Sent at once by this request, whatever the schedule says.
         now,
     )?;
-    let delivery_id = new_id("dlv");
+    let delivery_id = DeliveryId::generate();
     let claimed = state
         .store
         .create_leased_delivery(
             &endpoint,
             &event,
             &delivery_id,
-            &new_id("lease"),
+            &LeaseToken::generate(),
             state.deliverer.lease_until(now),
         )
         .await?;
     let (outcome, record) = state.deliverer.send_now(&claimed).await?;
-    Ok(Json(json!({
-        "delivery_id": delivery_id,
-        "event_id": event.id,
-        "success": outcome.succeeded(),
-        "status_code": outcome.status_code,
-        "duration_ms": outcome.duration_ms,
-        "error": outcome.error.as_ref().map(|(class, message)| json!({
-            "class": class.as_str(),
-            "message": message,
-        })),
-        "next_attempt_at": match record.next {
-            NextStep::RetryAt(at) => Some(rfc3339(at)),
+    Ok(Json(TestOut {
+        delivery_id,
+        event_id: event.id,
+        success: outcome.succeeded(),
+        status_code: outcome.status_code,
+        duration_ms: outcome.duration_ms,
+        error: outcome.error.as_ref().map(|(class, message)| TestError {
+            class: class.as_str(),
+            message: message.clone(),
+        }),
+        next_attempt_at: match record.next {
+            NextStep::RetryAt(at) => Some(at),
             _ => None,
         },
-    })))
+    }))
 }

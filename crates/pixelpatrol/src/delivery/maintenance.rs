@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Deliverer;
 use crate::alerts;
-use crate::util::now_ms;
+use crate::model::Timestamp;
 
 /// An endpoint failing this long is disabled only with at least this many
 /// dead deliveries.
@@ -49,11 +49,11 @@ async fn maintenance_tick(
 ) -> anyhow::Result<()> {
     let store = &deliverer.store;
     store.maintain().await?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let changes = store
         .disable_failing_endpoints(
             now,
-            now - deliverer.disable_after.as_millis() as i64,
+            now - deliverer.disable_after,
             DISABLE_MIN_DEAD,
             &deliverer.health,
         )
@@ -62,7 +62,7 @@ async fn maintenance_tick(
     if !changes.is_empty() {
         deliverer.wake();
     }
-    let cutoff = now - deliverer.retention.as_millis() as i64;
+    let cutoff = now - deliverer.retention;
     let mut purged = (0, 0);
     for _ in 0..PURGE_STEPS_PER_TICK {
         let step = store.purge_step(cutoff, PURGE_BATCH).await?;
@@ -91,6 +91,6 @@ async fn maintenance_tick(
     *queue_gauges_due = tokio::time::Instant::now() + started.elapsed() * QUEUE_GAUGES_COST_RATIO;
     metrics::gauge!("pixelpatrol_queue_depth").set(pending as f64);
     metrics::gauge!("pixelpatrol_oldest_pending_age_seconds")
-        .set(oldest.map_or(0.0, |oldest| (now - oldest).max(0) as f64 / 1000.0));
+        .set(oldest.map_or(0.0, |oldest| now.ms_since(oldest).max(0) as f64 / 1000.0));
     Ok(())
 }

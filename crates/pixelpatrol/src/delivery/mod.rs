@@ -33,7 +33,9 @@ use tokio::sync::Notify;
 use crate::alerts::ALERT_ENDPOINT_ID;
 use crate::config::Config;
 use crate::model::RetrySchedule;
-use crate::model::{AttemptRecord, ClaimedDelivery, HealthPolicy, HealthTally, NextStep};
+use crate::model::{
+    AttemptRecord, ClaimedDelivery, EndpointId, HealthPolicy, HealthTally, NextStep, Timestamp,
+};
 use crate::store::DeliveryStore;
 use crate::util::Heartbeat;
 use sender::{AttemptOutcome, Sender};
@@ -75,7 +77,7 @@ impl Deliverer {
                 alert_endpoint_id: config
                     .alert_webhook_url
                     .as_ref()
-                    .map(|_| ALERT_ENDPOINT_ID.to_string()),
+                    .map(|_| EndpointId::from(ALERT_ENDPOINT_ID)),
                 alert_first_delay_ms: first_delay_ms,
             },
             per_endpoint_metrics: config.metrics_per_endpoint,
@@ -97,7 +99,7 @@ impl Deliverer {
     }
 
     /// Whether the delivery worker has shown signs of life recently.
-    pub fn worker_alive(&self, now: i64) -> bool {
+    pub fn worker_alive(&self, now: Timestamp) -> bool {
         self.heartbeat.alive(now, self.maintenance_interval)
     }
 
@@ -107,16 +109,12 @@ impl Deliverer {
     }
 
     /// When a delivery of an event created at `now` is first due.
-    pub fn first_attempt_at(&self, now: i64) -> i64 {
-        now + self
-            .schedule
-            .first_delay()
-            .as_millis()
-            .min(i64::MAX as u128) as i64
+    pub fn first_attempt_at(&self, now: Timestamp) -> Timestamp {
+        now + self.schedule.first_delay()
     }
 
-    pub fn lease_until(&self, now: i64) -> i64 {
-        now + self.lease.as_millis() as i64
+    pub fn lease_until(&self, now: Timestamp) -> Timestamp {
+        now + self.lease
     }
 
     /// Sends an already-leased delivery at once and records the attempt like
@@ -143,7 +141,7 @@ impl Deliverer {
     /// The attempt's log record and the delivery's next step.
     fn record_for(&self, delivery: &ClaimedDelivery, outcome: &AttemptOutcome) -> AttemptRecord {
         let attempt = delivery.previous_attempts + 1;
-        let finished_at = outcome.started_at + outcome.duration_ms;
+        let finished_at = outcome.started_at.plus_ms(outcome.duration_ms);
         let next = if outcome.succeeded() {
             NextStep::Succeeded
         } else {
@@ -151,7 +149,7 @@ impl Deliverer {
                 .schedule
                 .delay_after_failure(attempt as u32, outcome.retry_after)
             {
-                Some(delay) => NextStep::RetryAt(finished_at + delay.as_millis() as i64),
+                Some(delay) => NextStep::RetryAt(finished_at + delay),
                 None => NextStep::Dead,
             }
         };
@@ -184,16 +182,17 @@ impl Deliverer {
         };
         let class = record.error_class.clone().unwrap_or_else(|| "none".into());
         if self.per_endpoint_metrics {
-            metrics::counter!("pixelpatrol_delivery_attempts_total", "outcome" => outcome, "error_class" => class, "webhook_id" => delivery.endpoint_id.clone()).increment(1);
+            metrics::counter!("pixelpatrol_delivery_attempts_total", "outcome" => outcome, "error_class" => class, "webhook_id" => delivery.endpoint_id.to_string()).increment(1);
         } else {
             metrics::counter!("pixelpatrol_delivery_attempts_total", "outcome" => outcome, "error_class" => class).increment(1);
         }
         metrics::histogram!("pixelpatrol_delivery_attempt_duration_seconds")
             .record(record.duration_ms as f64 / 1000.0);
         if outcome == "succeeded" {
-            let finished = record.started_at + record.duration_ms;
+            let finished = record.started_at.plus_ms(record.duration_ms);
+            let latency_ms = finished.ms_since(delivery.event_created_at).max(0);
             metrics::histogram!("pixelpatrol_delivery_latency_seconds")
-                .record((finished - delivery.event_created_at).max(0) as f64 / 1000.0);
+                .record(latency_ms as f64 / 1000.0);
         }
         log_attempt(delivery, record, outcome);
     }

@@ -7,8 +7,8 @@ use pixelpatrol_webhooks as signing;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
 use crate::model::ClaimedDelivery;
+use crate::model::Timestamp;
 use crate::net::guard::{BlockedTarget, DnsFailure, GuardedResolver, is_blocked, literal_ip};
-use crate::util::now_ms;
 
 /// At most this much of a receiver's answer is kept in the delivery log.
 pub const RESPONSE_BODY_LIMIT: usize = 4096;
@@ -46,7 +46,7 @@ impl ErrorClass {
 /// What one attempt came to.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
-    pub started_at: i64,
+    pub started_at: Timestamp,
     pub duration_ms: i64,
     pub status_code: Option<u16>,
     pub response_body: Option<String>,
@@ -109,14 +109,19 @@ impl Sender {
         );
         put(signing::TIMESTAMP_HEADER, timestamp_ms.to_string());
         put(signing::EVENT_HEADER, delivery.event_type.clone());
-        put(signing::STANDARD_ID_HEADER, delivery.event_id.clone());
+        put(signing::STANDARD_ID_HEADER, delivery.event_id.to_string());
         put(
             signing::STANDARD_TIMESTAMP_HEADER,
             timestamp_secs.to_string(),
         );
         put(
             signing::STANDARD_SIGNATURE_HEADER,
-            signing::sign_standard(&delivery.secret, &delivery.event_id, timestamp_secs, body),
+            signing::sign_standard(
+                &delivery.secret,
+                delivery.event_id.as_str(),
+                timestamp_secs,
+                body,
+            ),
         );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers
@@ -124,7 +129,7 @@ impl Sender {
 
     /// Sends the delivery once. Never fails: every problem is an outcome.
     pub async fn send(&self, delivery: &ClaimedDelivery) -> AttemptOutcome {
-        let started_at = now_ms();
+        let started_at = Timestamp::now();
         let clock = Instant::now();
         let elapsed = |clock: Instant| clock.elapsed().as_millis() as i64;
 

@@ -13,8 +13,7 @@ use super::Deliverer;
 use super::maintenance::maintain;
 use super::recorder::{RECORD_BACKLOG, write_records};
 use crate::config::Config;
-use crate::model::{AttemptRecord, ClaimRequest};
-use crate::util::{new_id, now_ms};
+use crate::model::{AttemptRecord, ClaimRequest, DeliveryId, EndpointId, LeaseToken, Timestamp};
 
 /// How long the worker gathers wake-ups before it claims.
 const CLAIM_LINGER: Duration = Duration::from_millis(1);
@@ -22,9 +21,9 @@ const CLAIM_LINGER: Duration = Duration::from_millis(1);
 #[derive(Debug, Default)]
 struct InFlight {
     total: usize,
-    per_endpoint: HashMap<String, usize>,
+    per_endpoint: HashMap<EndpointId, usize>,
     /// delivery id → lease token, to give leases back on shutdown.
-    leases: HashMap<String, String>,
+    leases: HashMap<DeliveryId, LeaseToken>,
 }
 
 /// The delivery worker of one process.
@@ -106,7 +105,7 @@ impl Worker {
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-            let leases: Vec<(String, String)> = self
+            let leases: Vec<(DeliveryId, LeaseToken)> = self
                 .in_flight
                 .lock()
                 .expect("in-flight lock")
@@ -159,15 +158,15 @@ impl Worker {
         if free == 0 {
             return Ok(None);
         }
-        let token = new_id("lease");
-        let now = now_ms();
+        let token = LeaseToken::generate();
+        let now = Timestamp::now();
         let batch = self
             .deliverer
             .store
             .claim_deliveries(ClaimRequest {
                 lease_token: &token,
-                now_ms: now,
-                lease_until_ms: self.deliverer.lease_until(now),
+                now,
+                lease_until: self.deliverer.lease_until(now),
                 limit: free.min(self.claim_batch) as i64,
                 skip_endpoints: &saturated,
                 max_per_endpoint: self.max_per_endpoint as i64,

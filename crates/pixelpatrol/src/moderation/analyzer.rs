@@ -3,12 +3,13 @@
 use async_trait::async_trait;
 
 pub use crate::model::moderation::{ANALYSIS_CATEGORY, Label};
+use crate::model::{MediaId, SiteId};
 
 /// What analyzers see of a media item.
 #[derive(Debug, Clone)]
 pub struct AnalysisInput {
-    pub media_id: String,
-    pub site_id: String,
+    pub media_id: MediaId,
+    pub site_id: SiteId,
     pub content_type: String,
     pub content_url: Option<String>,
     pub body: Option<String>,

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::analyzer::{AnalysisInput, Analyzer, AnalyzerError, Label, read_capped};
+use crate::model::Timestamp;
 use crate::net::guard::{GuardedResolver, is_blocked, literal_ip};
-use crate::util::now_ms;
 
 pub const ANALYZER: &str = "external";
 /// Largest answer read, in bytes.
@@ -123,7 +123,10 @@ impl Analyzer for ExternalAnalyzer {
                 signing::SIGNATURE_HEADER,
                 signing::sign_pixelpatrol(secret, body.as_bytes()),
             )
-            .header(signing::TIMESTAMP_HEADER, now_ms().to_string())
+            .header(
+                signing::TIMESTAMP_HEADER,
+                Timestamp::now().millis().to_string(),
+            )
             .body(body)
             .send()
             .await

@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::model::{
-    DecideOutcome, DecisionRecord, Media, ModerationJob, NewEvent, RuleGroup, Site,
+    DecideOutcome, DecisionRecord, LeaseToken, Media, ModerationJob, NewEvent, RuleGroup,
+    RuleGroupId, Site, SiteId, Timestamp,
 };
 use crate::store::{MediaStore, ModerationStore};
-use crate::util::{Heartbeat, new_id, now_ms, rfc3339};
+use crate::util::Heartbeat;
 use analyzer::{AnalysisInput, Analyzer, Label};
 use rules::RuleOutcome;
 
@@ -48,15 +49,15 @@ fn moderated_event(
     decided_by: DecidedBy,
     note: Option<&str>,
     (labels, applied_rules): (&[Label], &[RuleOutcome]),
-    now: i64,
+    now: Timestamp,
 ) -> anyhow::Result<NewEvent> {
     NewEvent::new(
         EventType::MediaModerated,
         &media.site_id,
-        &media.id,
+        media.id.as_str(),
         MediaModerated {
-            media_id: media.id.clone(),
-            site_id: media.site_id.clone(),
+            media_id: media.id.to_string(),
+            site_id: media.site_id.to_string(),
             status: verdict.as_str().into(),
             ai_results: AiResults {
                 labels: labels
@@ -68,7 +69,7 @@ fn moderated_event(
                 .iter()
                 .map(serde_json::to_value)
                 .collect::<Result<_, _>>()?,
-            moderated_at: rfc3339(now),
+            moderated_at: now.rfc3339(),
             app_media_id: media.app_media_id.clone(),
             decided_by: Some(decided_by.as_str().into()),
             note: note.map(str::to_string),
@@ -88,7 +89,7 @@ pub async fn record_decision(
     verdict: Verdict,
     note: Option<&str>,
 ) -> anyhow::Result<Option<Media>> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let event = moderated_event(
         deliverer,
         media,
@@ -121,7 +122,7 @@ pub async fn record_decision(
 /// none (sites created before rule groups existed).
 pub async fn default_group(
     store: &dyn ModerationStore,
-    site_id: &str,
+    site_id: &SiteId,
 ) -> anyhow::Result<RuleGroup> {
     if let Some(group) = store.default_rule_group(site_id).await? {
         return Ok(group);
@@ -135,11 +136,11 @@ pub async fn default_group(
 }
 
 /// A group holding one rule per template.
-pub fn template_group(site_id: &str, is_default: bool) -> RuleGroup {
-    let now = now_ms();
+pub fn template_group(site_id: &SiteId, is_default: bool) -> RuleGroup {
+    let now = Timestamp::now();
     RuleGroup {
-        id: new_id("rg"),
-        site_id: site_id.to_string(),
+        id: RuleGroupId::generate(),
+        site_id: site_id.clone(),
         name: "Recommended".into(),
         description: Some(
             "Built from the templates: explicit content, violence, hate speech, self-harm, drugs, spam, low-resolution and blurry images."
@@ -214,7 +215,7 @@ impl Moderator {
     }
 
     /// Whether the worker loop ran recently.
-    pub fn worker_alive(&self, now: i64) -> bool {
+    pub fn worker_alive(&self, now: Timestamp) -> bool {
         self.heartbeat.alive(now, self.poll_interval)
     }
 
@@ -301,14 +302,9 @@ impl Moderator {
         if room == 0 {
             return Ok(Vec::new());
         }
-        let now = now_ms();
+        let now = Timestamp::now();
         self.store
-            .claim_moderation_jobs(
-                &new_id("lease"),
-                now,
-                now + self.lease.as_millis() as i64,
-                room as i64,
-            )
+            .claim_moderation_jobs(&LeaseToken::generate(), now, now + self.lease, room as i64)
             .await
     }
 
@@ -317,7 +313,7 @@ impl Moderator {
     async fn process(&self, job: ModerationJob) {
         let media_id = job.media.id.clone();
         if let Err(error) = self.try_process(job).await {
-            tracing::error!(media_id, error = ?error, "moderation failed; it will be retried");
+            tracing::error!(%media_id, error = ?error, "moderation failed; it will be retried");
         }
     }
 
@@ -336,7 +332,7 @@ impl Moderator {
         } else {
             self.analyze(analysis_input(media, &site)).await
         };
-        let group = match media.rule_group_id.as_deref() {
+        let group = match &media.rule_group_id {
             Some(id) => match self.store.get_rule_group(&site.id, id).await? {
                 Some(group) => group,
                 // The chosen group was deleted since: the default applies.
@@ -350,8 +346,8 @@ impl Moderator {
             &labels,
             media.body.as_deref(),
         );
-        let now = now_ms();
-        let processing_ms = (now - job.requested_at).max(0);
+        let now = Timestamp::now();
+        let processing_ms = now.ms_since(job.requested_at).max(0);
         let event = moderated_event(
             &self.deliverer,
             media,
@@ -379,7 +375,7 @@ impl Moderator {
                 metrics::counter!("pixelpatrol_moderation_decisions_total", "status" => decision.verdict.as_str())
                     .increment(1);
                 tracing::info!(
-                    media_id = media.id,
+                    media_id = %media.id,
                     status = decision.verdict.as_str(),
                     processing_ms,
                     "moderated"
@@ -388,12 +384,12 @@ impl Moderator {
             }
             DecideOutcome::ManuallyReviewed => {
                 tracing::info!(
-                    media_id = media.id,
+                    media_id = %media.id,
                     "reviewed by a person meanwhile; automatic result dropped"
                 );
             }
             DecideOutcome::LeaseLost => {
-                tracing::warn!(media_id = media.id, "moderation lease lost; result dropped");
+                tracing::warn!(media_id = %media.id, "moderation lease lost; result dropped");
             }
             DecideOutcome::NotFound => {}
         }

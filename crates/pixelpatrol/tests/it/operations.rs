@@ -307,7 +307,9 @@ async fn recover_requeues_exactly_the_dead_deliveries_in_order_once(backend: Bac
     .await;
     let site = app.create_site().await;
     let webhook = subscribe_created(&app, &site, &receiver.url, true).await;
-    let since = pixelpatrol::util::rfc3339(pixelpatrol::util::now_ms() - 1000);
+    let since = pixelpatrol::model::Timestamp::now()
+        .plus_ms(-1000)
+        .rfc3339();
     let mut dead = Vec::new();
     for item in 0..4 {
         dead.push(app.submit_text(&site, &format!("dead {item}")).await);
@@ -453,7 +455,9 @@ async fn retention_purges_only_old_finished_data(backend: Backend) {
     .await;
 
     // 31 days ago, for the old item and the pending one.
-    let long_ago = pixelpatrol::util::now_ms() - 31 * 24 * 3600 * 1000;
+    let long_ago = pixelpatrol::model::Timestamp::now()
+        .plus_ms(-31 * 24 * 3600 * 1000)
+        .millis();
     app.db
         .execute(&format!(
             "UPDATE events SET created_at = {long_ago} WHERE media_id IN ('{old}', '{pending}'); \

@@ -24,8 +24,11 @@ use pixelpatrol::model::{
     EventSummary, HealthChange, HealthChangeKind, HealthPolicy, HealthTally, Media, MediaStatus,
     NewEvent, NextStep, OPERATOR_SITE_ID, ResendOutcome, RetryOutcome, RuleGroup, Site, Verdict,
 };
+use pixelpatrol::model::{
+    DeliveryId, EndpointId, EventId, LeaseToken, MediaId, RuleGroupId, SiteId, Timestamp,
+};
 use pixelpatrol::store::DynStore;
-use pixelpatrol::util::{new_id, now_ms, sha256_hex};
+use pixelpatrol::util::{new_id, sha256_hex};
 use pixelpatrol_webhooks::EventType;
 use serde_json::{Value, json};
 
@@ -54,10 +57,16 @@ both_backends!(
     a_setting_keeps_the_first_value_put,
 );
 
-const T0: i64 = 1_700_000_000_000;
+/// The tests' epoch; [`t`] is a time after it.
+const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 const LEASE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
+/// `ms` milliseconds after [`T0`].
+fn t(ms: i64) -> Timestamp {
+    T0.plus_ms(ms)
+}
+
 const ALERT_URL: &str = "http://127.0.0.1:9/alerts";
 const ALERT_SECRET: &str = "alert-secret-0123456789abcdef";
 
@@ -70,7 +79,7 @@ async fn open(backend: Backend) -> (TestDb, DynStore) {
 
 async fn site(store: &DynStore) -> Site {
     let site = Site {
-        id: new_id("site"),
+        id: SiteId::generate(),
         name: "Test site".into(),
         url: None,
         description: None,
@@ -82,7 +91,7 @@ async fn site(store: &DynStore) -> Site {
         updated_at: T0,
     };
     let group = RuleGroup {
-        id: new_id("rg"),
+        id: RuleGroupId::generate(),
         site_id: site.id.clone(),
         name: "Default".into(),
         description: None,
@@ -105,10 +114,10 @@ async fn add_endpoint(
     events: &[EventType],
     active: bool,
     strict: bool,
-    created_at: i64,
+    created_at: Timestamp,
 ) -> Endpoint {
     let endpoint = Endpoint {
-        id: new_id("wh"),
+        id: EndpointId::generate(),
         site_id: site.id.clone(),
         url: format!("http://127.0.0.1:9/{}", new_id("hook")),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
@@ -140,9 +149,9 @@ async fn get_endpoint(store: &DynStore, endpoint: &Endpoint) -> Endpoint {
         .expect("the endpoint")
 }
 
-fn media(site: &Site, at: i64) -> Media {
+fn media(site: &Site, at: Timestamp) -> Media {
     Media {
-        id: new_id("media"),
+        id: MediaId::generate(),
         site_id: site.id.clone(),
         app_media_id: None,
         content_type: "text".into(),
@@ -162,18 +171,20 @@ fn media(site: &Site, at: i64) -> Media {
     }
 }
 
+/// An event in the lane of `media_id` (any lane key).
 fn event(
-    site_id: &str,
+    site_id: &SiteId,
     event_type: EventType,
-    media_id: &str,
-    at: i64,
-    deliver_at: i64,
+    media_id: &(impl AsRef<str> + ?Sized),
+    at: Timestamp,
+    deliver_at: Timestamp,
 ) -> NewEvent {
-    let id = new_id("evt");
+    let id = EventId::generate();
+    let media_id = media_id.as_ref();
     let payload = json!({"id": id, "event": event_type.as_str(), "data": {"media_id": media_id}});
     NewEvent {
         id,
-        site_id: site_id.into(),
+        site_id: site_id.clone(),
         event_type,
         media_id: media_id.into(),
         payload: payload.to_string(),
@@ -183,15 +194,15 @@ fn event(
 }
 
 /// Submits a media item at `at` as the API does; returns its `media.created`.
-async fn submit(store: &DynStore, site: &Site, at: i64) -> NewEvent {
+async fn submit(store: &DynStore, site: &Site, at: Timestamp) -> NewEvent {
     submit_with(store, site, at, at, false).await
 }
 
 async fn submit_with(
     store: &DynStore,
     site: &Site,
-    at: i64,
-    deliver_at: i64,
+    at: Timestamp,
+    deliver_at: Timestamp,
     analyze: bool,
 ) -> NewEvent {
     let media = media(site, at);
@@ -200,7 +211,7 @@ async fn submit_with(
     created
 }
 
-fn manual(status: Verdict, at: i64) -> DecisionRecord {
+fn manual(status: Verdict, at: Timestamp) -> DecisionRecord {
     DecisionRecord {
         status,
         decided_by: DecidedBy::Manual,
@@ -210,7 +221,7 @@ fn manual(status: Verdict, at: i64) -> DecisionRecord {
     }
 }
 
-fn automatic(status: Verdict, at: i64) -> DecisionRecord {
+fn automatic(status: Verdict, at: Timestamp) -> DecisionRecord {
     DecisionRecord {
         status,
         decided_by: DecidedBy::Automatic,
@@ -221,7 +232,7 @@ fn automatic(status: Verdict, at: i64) -> DecisionRecord {
 }
 
 /// A person's decision about the item: one more event in its lane.
-async fn review(store: &DynStore, site: &Site, media_id: &str, at: i64) -> NewEvent {
+async fn review(store: &DynStore, site: &Site, media_id: &MediaId, at: Timestamp) -> NewEvent {
     let moderated = event(&site.id, EventType::MediaModerated, media_id, at, at);
     let outcome = store
         .decide_media(media_id, &manual(Verdict::Approved, at), &moderated, None)
@@ -231,11 +242,11 @@ async fn review(store: &DynStore, site: &Site, media_id: &str, at: i64) -> NewEv
     moderated
 }
 
-fn request(token: &str, now: i64) -> ClaimRequest<'_> {
+fn request(token: &LeaseToken, now: Timestamp) -> ClaimRequest<'_> {
     ClaimRequest {
         lease_token: token,
-        now_ms: now,
-        lease_until_ms: now + LEASE,
+        now,
+        lease_until: now.plus_ms(LEASE),
         limit: 100,
         skip_endpoints: &[],
         max_per_endpoint: 100,
@@ -244,12 +255,12 @@ fn request(token: &str, now: i64) -> ClaimRequest<'_> {
 }
 
 /// Everything due at `now`, under a new lease token.
-async fn claim(store: &DynStore, now: i64) -> Vec<ClaimedDelivery> {
-    let token = new_id("lease");
+async fn claim(store: &DynStore, now: Timestamp) -> Vec<ClaimedDelivery> {
+    let token = LeaseToken::generate();
     store.claim_deliveries(request(&token, now)).await.unwrap()
 }
 
-fn event_ids(claimed: &[ClaimedDelivery]) -> Vec<String> {
+fn event_ids(claimed: &[ClaimedDelivery]) -> Vec<EventId> {
     claimed
         .iter()
         .map(|delivery| delivery.event_id.clone())
@@ -257,14 +268,14 @@ fn event_ids(claimed: &[ClaimedDelivery]) -> Vec<String> {
 }
 
 /// (endpoint, event) of each claimed delivery, in the order returned.
-fn pairs(claimed: &[ClaimedDelivery]) -> Vec<(String, String)> {
+fn pairs(claimed: &[ClaimedDelivery]) -> Vec<(EndpointId, EventId)> {
     claimed
         .iter()
         .map(|delivery| (delivery.endpoint_id.clone(), delivery.event_id.clone()))
         .collect()
 }
 
-fn ok(claimed: &ClaimedDelivery, at: i64) -> AttemptRecord {
+fn ok(claimed: &ClaimedDelivery, at: Timestamp) -> AttemptRecord {
     AttemptRecord {
         delivery_id: claimed.id.clone(),
         endpoint_id: claimed.endpoint_id.clone(),
@@ -280,7 +291,7 @@ fn ok(claimed: &ClaimedDelivery, at: i64) -> AttemptRecord {
     }
 }
 
-fn failed(claimed: &ClaimedDelivery, at: i64, status: i64, next: NextStep) -> AttemptRecord {
+fn failed(claimed: &ClaimedDelivery, at: Timestamp, status: i64, next: NextStep) -> AttemptRecord {
     AttemptRecord {
         status_code: Some(status),
         response_body: None,
@@ -295,7 +306,11 @@ async fn record(store: &DynStore, records: &[AttemptRecord]) {
     store.record_attempts(records).await.unwrap();
 }
 
-async fn delivery(store: &DynStore, endpoint_id: &str, delivery_id: &str) -> Delivery {
+async fn delivery(
+    store: &DynStore,
+    endpoint_id: &EndpointId,
+    delivery_id: &DeliveryId,
+) -> Delivery {
     store
         .get_delivery(endpoint_id, delivery_id)
         .await
@@ -304,7 +319,7 @@ async fn delivery(store: &DynStore, endpoint_id: &str, delivery_id: &str) -> Del
 }
 
 /// The endpoint's deliveries, newest first.
-async fn deliveries(store: &DynStore, endpoint_id: &str) -> Vec<Delivery> {
+async fn deliveries(store: &DynStore, endpoint_id: &EndpointId) -> Vec<Delivery> {
     let filter = DeliveryFilter {
         limit: 100,
         ..DeliveryFilter::default()
@@ -321,7 +336,7 @@ fn all_events() -> EventFilter {
 
 /// Claims and kills everything due at `now`, lane head after lane head;
 /// returns how many deliveries died.
-async fn fail_all(store: &DynStore, now: i64) -> usize {
+async fn fail_all(store: &DynStore, now: Timestamp) -> usize {
     let mut dead = 0;
     loop {
         let claimed = claim(store, now).await;
@@ -337,6 +352,15 @@ async fn fail_all(store: &DynStore, now: i64) -> usize {
     }
 }
 
+/// The media item an event is about (its lane).
+fn media_of(event: &NewEvent) -> MediaId {
+    MediaId::from(event.media_id.as_str())
+}
+
+fn alert_endpoint_id() -> EndpointId {
+    EndpointId::from(ALERT_ENDPOINT_ID)
+}
+
 fn policy() -> HealthPolicy {
     HealthPolicy {
         failing_after: 3,
@@ -346,10 +370,10 @@ fn policy() -> HealthPolicy {
 }
 
 /// An attempt as health sees it (fold_health reads no delivery).
-fn attempt_on(endpoint_id: &str, at: i64, status: i64) -> AttemptRecord {
+fn attempt_on(endpoint_id: &EndpointId, at: Timestamp, status: i64) -> AttemptRecord {
     AttemptRecord {
-        delivery_id: new_id("dlv"),
-        endpoint_id: endpoint_id.into(),
+        delivery_id: DeliveryId::generate(),
+        endpoint_id: endpoint_id.clone(),
         lease_token: "lease".into(),
         attempt: 1,
         started_at: at,
@@ -383,9 +407,9 @@ fn kinds(changes: &[HealthChange]) -> Vec<(HealthChangeKind, i64)> {
 /// class and status.
 type Health = (
     i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
+    Option<Timestamp>,
+    Option<Timestamp>,
+    Option<Timestamp>,
     Option<String>,
     Option<i64>,
 );
@@ -415,10 +439,10 @@ async fn a_submission_writes_its_media_its_event_and_one_delivery_per_active_sub
         add_endpoint(&store, &site, &[EventType::MediaModerated], true, false, T0).await;
     let foreign = add_endpoint(&store, &other_site, &created, true, false, T0).await;
 
-    let submitted = submit_with(&store, &site, T0, T0 + 500, false).await;
+    let submitted = submit_with(&store, &site, T0, t(500), false).await;
 
     let stored = store
-        .get_media(&submitted.media_id)
+        .get_media(&media_of(&submitted))
         .await
         .unwrap()
         .expect("the media row");
@@ -452,7 +476,7 @@ async fn a_submission_writes_its_media_its_event_and_one_delivery_per_active_sub
     assert_eq!(delivery.media_id, submitted.media_id);
     assert_eq!(delivery.status, DeliveryStatus::Pending);
     assert_eq!(delivery.attempt_count, 0);
-    assert_eq!(delivery.next_attempt_at, Some(T0 + 500));
+    assert_eq!(delivery.next_attempt_at, Some(t(500)));
     assert_eq!(delivery.created_at, T0);
     assert!(delivery.attempts.is_empty());
     for nobody in [&inactive, &unsubscribed, &foreign] {
@@ -471,7 +495,7 @@ async fn a_submission_writes_its_media_its_event_and_one_delivery_per_active_sub
     );
     // Without `analyze`, no moderation job.
     let jobs = store
-        .claim_moderation_jobs("mod", T0 + DAY, T0 + DAY + LEASE, 10)
+        .claim_moderation_jobs(&LeaseToken::from("mod"), t(DAY), t(DAY + LEASE), 10)
         .await
         .unwrap();
     assert!(jobs.is_empty());
@@ -485,14 +509,8 @@ async fn a_submission_whose_event_cannot_be_written_leaves_nothing_behind(backen
 
     // The event's id is taken: its insert fails, and with it the media row
     // and the deliveries written in the same transaction.
-    let second = media(&site, T0 + 1);
-    let mut clash = event(
-        &site.id,
-        EventType::MediaCreated,
-        &second.id,
-        T0 + 1,
-        T0 + 1,
-    );
+    let second = media(&site, t(1));
+    let mut clash = event(&site.id, EventType::MediaCreated, &second.id, t(1), t(1));
     clash.id = first.id.clone();
     assert!(store.create_media(&second, &clash, true).await.is_err());
 
@@ -509,7 +527,7 @@ async fn a_submission_whose_event_cannot_be_written_leaves_nothing_behind(backen
         1
     );
     let jobs = store
-        .claim_moderation_jobs("mod", T0 + DAY, T0 + DAY + LEASE, 10)
+        .claim_moderation_jobs(&LeaseToken::from("mod"), t(DAY), t(DAY + LEASE), 10)
         .await
         .unwrap();
     assert!(jobs.is_empty());
@@ -520,39 +538,34 @@ async fn a_claim_takes_only_lane_heads_and_different_lanes_go_together(backend: 
     let site = site(&store).await;
     endpoint(&store, &site, false).await;
     let first = submit(&store, &site, T0).await;
-    let second = review(&store, &site, &first.media_id, T0 + 1).await;
-    let third = review(&store, &site, &first.media_id, T0 + 2).await;
-    let other = submit(&store, &site, T0 + 3).await;
+    let second = review(&store, &site, &media_of(&first), t(1)).await;
+    let third = review(&store, &site, &media_of(&first), t(2)).await;
+    let other = submit(&store, &site, t(3)).await;
 
-    let claimed = claim(&store, T0 + 10).await;
+    let claimed = claim(&store, t(10)).await;
     assert_eq!(event_ids(&claimed), [first.id.clone(), other.id.clone()]);
     assert_eq!(claimed[0].previous_attempts, 0);
     assert_eq!(claimed[0].payload, first.payload);
     assert_eq!(claimed[0].event_type, "media.created");
     assert_eq!(claimed[0].event_created_at, T0);
     // The rest of the lane waits for its head, however due it is.
-    assert!(claim(&store, T0 + 20).await.is_empty());
+    assert!(claim(&store, t(20)).await.is_empty());
 
-    record(&store, &[ok(&claimed[0], T0 + 30)]).await;
-    let next = claim(&store, T0 + 40).await;
+    record(&store, &[ok(&claimed[0], t(30))]).await;
+    let next = claim(&store, t(40)).await;
     assert_eq!(event_ids(&next), vec![second.id.clone()]);
     // A failed attempt that will be retried keeps its place at the head.
     record(
         &store,
-        &[failed(
-            &next[0],
-            T0 + 50,
-            500,
-            NextStep::RetryAt(T0 + 5_000),
-        )],
+        &[failed(&next[0], t(50), 500, NextStep::RetryAt(t(5_000)))],
     )
     .await;
-    assert!(claim(&store, T0 + 60).await.is_empty());
-    let retried = claim(&store, T0 + 5_000).await;
+    assert!(claim(&store, t(60)).await.is_empty());
+    let retried = claim(&store, t(5_000)).await;
     assert_eq!(event_ids(&retried), vec![second.id.clone()]);
-    record(&store, &[ok(&retried[0], T0 + 5_010)]).await;
+    record(&store, &[ok(&retried[0], t(5_010))]).await;
     assert_eq!(
-        event_ids(&claim(&store, T0 + 5_020).await),
+        event_ids(&claim(&store, t(5_020)).await),
         vec![third.id.clone()]
     );
 }
@@ -564,41 +577,36 @@ async fn a_strict_ordering_endpoint_is_claimed_one_delivery_at_a_time_in_creatio
     let site = site(&store).await;
     endpoint(&store, &site, true).await;
     let first = submit(&store, &site, T0).await;
-    let second = submit(&store, &site, T0 + 1).await;
-    let third = submit(&store, &site, T0 + 2).await;
+    let second = submit(&store, &site, t(1)).await;
+    let third = submit(&store, &site, t(2)).await;
 
-    let claimed = claim(&store, T0 + 10).await;
+    let claimed = claim(&store, t(10)).await;
     assert_eq!(event_ids(&claimed), vec![first.id.clone()]);
-    assert!(claim(&store, T0 + 11).await.is_empty());
-    record(&store, &[ok(&claimed[0], T0 + 12)]).await;
+    assert!(claim(&store, t(11)).await.is_empty());
+    record(&store, &[ok(&claimed[0], t(12))]).await;
 
-    let claimed = claim(&store, T0 + 20).await;
+    let claimed = claim(&store, t(20)).await;
     assert_eq!(event_ids(&claimed), vec![second.id.clone()]);
     // The head retries later: the endpoint's later deliveries, though due
     // and about other items, wait behind it.
     record(
         &store,
-        &[failed(
-            &claimed[0],
-            T0 + 21,
-            500,
-            NextStep::RetryAt(T0 + 5_000),
-        )],
+        &[failed(&claimed[0], t(21), 500, NextStep::RetryAt(t(5_000)))],
     )
     .await;
-    assert!(claim(&store, T0 + 30).await.is_empty());
+    assert!(claim(&store, t(30)).await.is_empty());
 
-    let claimed = claim(&store, T0 + 5_000).await;
+    let claimed = claim(&store, t(5_000)).await;
     assert_eq!(event_ids(&claimed), vec![second.id.clone()]);
     assert_eq!(claimed[0].previous_attempts, 1);
     // A dead head no longer holds the line.
     record(
         &store,
-        &[failed(&claimed[0], T0 + 5_001, 500, NextStep::Dead)],
+        &[failed(&claimed[0], t(5_001), 500, NextStep::Dead)],
     )
     .await;
     assert_eq!(
-        event_ids(&claim(&store, T0 + 5_002).await),
+        event_ids(&claim(&store, t(5_002)).await),
         vec![third.id.clone()]
     );
 }
@@ -612,17 +620,17 @@ async fn a_live_lease_is_not_claimed_again_and_a_lost_lease_only_logs_its_attemp
     let submitted = submit(&store, &site, T0).await;
 
     let first = store
-        .claim_deliveries(request("lease_first", T0))
+        .claim_deliveries(request(&LeaseToken::from("lease_first"), T0))
         .await
         .unwrap();
     assert_eq!(event_ids(&first), vec![submitted.id.clone()]);
     assert_eq!(first[0].lease_token, "lease_first");
-    assert!(claim(&store, T0 + 1).await.is_empty());
+    assert!(claim(&store, t(1)).await.is_empty());
     // The lease is live up to and including its last millisecond.
-    assert!(claim(&store, T0 + LEASE).await.is_empty());
+    assert!(claim(&store, t(LEASE)).await.is_empty());
 
     let second = store
-        .claim_deliveries(request("lease_second", T0 + LEASE + 1))
+        .claim_deliveries(request(&LeaseToken::from("lease_second"), t(LEASE + 1)))
         .await
         .unwrap();
     assert_eq!(event_ids(&second), vec![submitted.id.clone()]);
@@ -632,7 +640,7 @@ async fn a_live_lease_is_not_claimed_again_and_a_lost_lease_only_logs_its_attemp
 
     // The first worker's late success: logged, but the delivery belongs to
     // the second lease.
-    record(&store, &[ok(&first[0], T0 + LEASE + 2)]).await;
+    record(&store, &[ok(&first[0], t(LEASE + 2))]).await;
     let after_lost = delivery(&store, &endpoint.id, &first[0].id).await;
     assert_eq!(after_lost.status, DeliveryStatus::Pending);
     assert_eq!(after_lost.attempt_count, 0);
@@ -640,7 +648,7 @@ async fn a_live_lease_is_not_claimed_again_and_a_lost_lease_only_logs_its_attemp
     assert_eq!(after_lost.attempts.len(), 1);
     assert_eq!(after_lost.attempts[0].status_code, Some(200));
     assert!(
-        claim(&store, T0 + LEASE + 3).await.is_empty(),
+        claim(&store, t(LEASE + 3)).await.is_empty(),
         "the second lease still holds"
     );
 
@@ -648,16 +656,16 @@ async fn a_live_lease_is_not_claimed_again_and_a_lost_lease_only_logs_its_attemp
         &store,
         &[failed(
             &second[0],
-            T0 + LEASE + 4,
+            t(LEASE + 4),
             500,
-            NextStep::RetryAt(T0 + LEASE + 5_000),
+            NextStep::RetryAt(t(LEASE + 5_000)),
         )],
     )
     .await;
     let after = delivery(&store, &endpoint.id, &first[0].id).await;
     assert_eq!(after.status, DeliveryStatus::Pending);
     assert_eq!(after.attempt_count, 1);
-    assert_eq!(after.next_attempt_at, Some(T0 + LEASE + 5_000));
+    assert_eq!(after.next_attempt_at, Some(t(LEASE + 5_000)));
     assert_eq!(after.last_status_code, Some(500));
     let logged: Vec<(i64, Option<i64>)> = after
         .attempts
@@ -679,32 +687,27 @@ async fn a_retry_waits_for_its_time_a_dead_delivery_fails_and_a_manual_retry_req
     let id = claimed[0].id.clone();
     record(
         &store,
-        &[failed(
-            &claimed[0],
-            T0 + 10,
-            500,
-            NextStep::RetryAt(T0 + 5_000),
-        )],
+        &[failed(&claimed[0], t(10), 500, NextStep::RetryAt(t(5_000)))],
     )
     .await;
     let waiting = delivery(&store, &endpoint.id, &id).await;
     assert_eq!(waiting.status, DeliveryStatus::Pending);
     assert_eq!(waiting.attempt_count, 1);
-    assert_eq!(waiting.next_attempt_at, Some(T0 + 5_000));
+    assert_eq!(waiting.next_attempt_at, Some(t(5_000)));
     assert_eq!(waiting.last_status_code, Some(500));
     assert_eq!(waiting.last_error.as_deref(), Some("http_status: HTTP 500"));
     assert_eq!(waiting.attempts.len(), 1);
     assert_eq!(waiting.attempts[0].attempt, 1);
-    assert_eq!(waiting.attempts[0].started_at, T0 + 10);
-    assert_eq!(waiting.attempts[0].next_attempt_at, Some(T0 + 5_000));
+    assert_eq!(waiting.attempts[0].started_at, t(10));
+    assert_eq!(waiting.attempts[0].next_attempt_at, Some(t(5_000)));
 
-    assert!(claim(&store, T0 + 4_999).await.is_empty());
-    let claimed = claim(&store, T0 + 5_000).await;
+    assert!(claim(&store, t(4_999)).await.is_empty());
+    let claimed = claim(&store, t(5_000)).await;
     assert_eq!(event_ids(&claimed), vec![submitted.id.clone()]);
     assert_eq!(claimed[0].previous_attempts, 1);
     record(
         &store,
-        &[failed(&claimed[0], T0 + 5_010, 503, NextStep::Dead)],
+        &[failed(&claimed[0], t(5_010), 503, NextStep::Dead)],
     )
     .await;
     let dead = delivery(&store, &endpoint.id, &id).await;
@@ -715,23 +718,23 @@ async fn a_retry_waits_for_its_time_a_dead_delivery_fails_and_a_manual_retry_req
 
     // A dead delivery does not hold its lane; while the lane's next
     // delivery is in flight, the dead one cannot be retried.
-    let later = review(&store, &site, &submitted.media_id, T0 + 6_000).await;
-    let in_flight = claim(&store, T0 + 6_000).await;
+    let later = review(&store, &site, &media_of(&submitted), t(6_000)).await;
+    let in_flight = claim(&store, t(6_000)).await;
     assert_eq!(event_ids(&in_flight), vec![later.id.clone()]);
     let busy = store
-        .retry_delivery(&endpoint.id, &id, T0 + 6_001)
+        .retry_delivery(&endpoint.id, &id, t(6_001))
         .await
         .unwrap();
     assert!(matches!(busy, RetryOutcome::InFlight), "{busy:?}");
     let elsewhere = store
-        .retry_delivery("wh_elsewhere", &id, T0 + 6_001)
+        .retry_delivery(&EndpointId::from("wh_elsewhere"), &id, t(6_001))
         .await
         .unwrap();
     assert!(matches!(elsewhere, RetryOutcome::NotFound), "{elsewhere:?}");
-    record(&store, &[ok(&in_flight[0], T0 + 6_010)]).await;
+    record(&store, &[ok(&in_flight[0], t(6_010))]).await;
 
     let RetryOutcome::Queued(queued) = store
-        .retry_delivery(&endpoint.id, &id, T0 + 7_000)
+        .retry_delivery(&endpoint.id, &id, t(7_000))
         .await
         .unwrap()
     else {
@@ -739,10 +742,10 @@ async fn a_retry_waits_for_its_time_a_dead_delivery_fails_and_a_manual_retry_req
     };
     assert_eq!(queued.id, id);
     assert_eq!(queued.status, DeliveryStatus::Pending);
-    assert_eq!(queued.next_attempt_at, Some(T0 + 7_000));
+    assert_eq!(queued.next_attempt_at, Some(t(7_000)));
     assert_eq!(queued.attempt_count, 2);
     assert_eq!(queued.attempts.len(), 2);
-    let claimed = claim(&store, T0 + 7_000).await;
+    let claimed = claim(&store, t(7_000)).await;
     assert_eq!(event_ids(&claimed), vec![submitted.id.clone()]);
     assert_eq!(claimed[0].previous_attempts, 2);
 }
@@ -753,7 +756,7 @@ async fn released_leases_are_claimable_again_at_once(backend: Backend) {
     let endpoint = endpoint(&store, &site, false).await;
     // `release_leases` takes no time: it makes the delivery due at the wall
     // clock's now, so this test runs on the wall clock.
-    let now = now_ms();
+    let now = Timestamp::now();
     let submitted = submit(&store, &site, now).await;
     let claimed = claim(&store, now).await;
     assert_eq!(event_ids(&claimed), vec![submitted.id.clone()]);
@@ -761,19 +764,19 @@ async fn released_leases_are_claimable_again_at_once(backend: Backend) {
 
     // Only the lease holder's token releases it.
     store
-        .release_leases(&[(id.clone(), "lease_other".to_string())])
+        .release_leases(&[(id.clone(), LeaseToken::from("lease_other"))])
         .await
         .unwrap();
     // Claimed at the wall clock's now, after the release: a release that
     // took effect would have made it due by then.
-    assert!(claim(&store, now_ms()).await.is_empty());
+    assert!(claim(&store, Timestamp::now()).await.is_empty());
 
     store
         .release_leases(&[(id.clone(), claimed[0].lease_token.clone())])
         .await
         .unwrap();
     // Long before the first lease would have run out.
-    let again = claim(&store, now_ms()).await;
+    let again = claim(&store, Timestamp::now()).await;
     assert_eq!(event_ids(&again), vec![submitted.id.clone()]);
     assert_eq!(again[0].previous_attempts, 0);
     let released = delivery(&store, &endpoint.id, &id).await;
@@ -788,26 +791,18 @@ async fn workers_claiming_at_once_never_lease_one_delivery_twice(backend: Backen
     let (_db, store) = open(backend).await;
     let site = site(&store).await;
     for n in 0..4 {
-        add_endpoint(
-            &store,
-            &site,
-            &[EventType::MediaCreated],
-            true,
-            false,
-            T0 + n,
-        )
-        .await;
+        add_endpoint(&store, &site, &[EventType::MediaCreated], true, false, t(n)).await;
     }
     // 50 items to 4 endpoints: 200 deliveries, each the head of its lane.
     for n in 0..50 {
-        submit(&store, &site, T0 + n).await;
+        submit(&store, &site, t(n)).await;
     }
-    let now = T0 + 1_000;
+    let now = t(1_000);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let store = store.clone();
         workers.spawn(async move {
-            let token = new_id("lease");
+            let token = LeaseToken::generate();
             let request = ClaimRequest {
                 limit: 20,
                 ..request(&token, now)
@@ -850,13 +845,13 @@ async fn claims_honour_the_limit_the_per_endpoint_cap_skipped_endpoints_and_endp
     let site = site(&store).await;
     let events = [EventType::MediaCreated];
     let a = add_endpoint(&store, &site, &events, true, false, T0).await;
-    let b = add_endpoint(&store, &site, &events, true, false, T0 + 1).await;
+    let b = add_endpoint(&store, &site, &events, true, false, t(1)).await;
     let e1 = submit(&store, &site, T0).await;
-    let e2 = submit(&store, &site, T0 + 1).await;
-    let e3 = submit(&store, &site, T0 + 2).await;
+    let e2 = submit(&store, &site, t(1)).await;
+    let e3 = submit(&store, &site, t(2)).await;
     let pair = |endpoint: &Endpoint, event: &NewEvent| (endpoint.id.clone(), event.id.clone());
-    let token = new_id("lease");
-    let now = T0 + 10;
+    let token = LeaseToken::generate();
+    let now = t(10);
 
     // Six lane heads are due (three items, two endpoints); the limit takes
     // the earliest.
@@ -927,58 +922,43 @@ async fn an_inactive_endpoint_is_not_claimed_and_reactivating_it_makes_its_backl
     let id = claimed[0].id.clone();
     record(
         &store,
-        &[failed(
-            &claimed[0],
-            T0 + 10,
-            500,
-            NextStep::RetryAt(T0 + HOUR),
-        )],
+        &[failed(&claimed[0], t(10), 500, NextStep::RetryAt(t(HOUR)))],
     )
     .await;
 
     let mut off = endpoint.clone();
     off.active = false;
-    off.updated_at = T0 + 20;
-    assert!(store.update_endpoint(&off, true, T0 + 20).await.unwrap());
+    off.updated_at = t(20);
+    assert!(store.update_endpoint(&off, true, t(20)).await.unwrap());
     assert!(!get_endpoint(&store, &endpoint).await.active);
     // An inactive endpoint gets no new deliveries, and its backlog waits.
-    submit(&store, &site, T0 + 30).await;
+    submit(&store, &site, t(30)).await;
     assert_eq!(deliveries(&store, &endpoint.id).await.len(), 1);
-    assert!(claim(&store, T0 + HOUR).await.is_empty());
+    assert!(claim(&store, t(HOUR)).await.is_empty());
 
     // An edit that does not set `active` leaves it off.
     let mut edited = endpoint.clone();
     edited.active = true;
     edited.description = Some("edited".into());
-    assert!(
-        store
-            .update_endpoint(&edited, false, T0 + 40)
-            .await
-            .unwrap()
-    );
+    assert!(store.update_endpoint(&edited, false, t(40)).await.unwrap());
     let stored = get_endpoint(&store, &endpoint).await;
     assert!(!stored.active);
     assert_eq!(stored.description.as_deref(), Some("edited"));
-    assert!(claim(&store, T0 + HOUR).await.is_empty());
+    assert!(claim(&store, t(HOUR)).await.is_empty());
 
     // Turned back on, its pending deliveries are due at once.
-    assert!(
-        store
-            .update_endpoint(&edited, true, T0 + 100)
-            .await
-            .unwrap()
-    );
+    assert!(store.update_endpoint(&edited, true, t(100)).await.unwrap());
     assert!(get_endpoint(&store, &endpoint).await.active);
     assert_eq!(
         delivery(&store, &endpoint.id, &id).await.next_attempt_at,
-        Some(T0 + 100)
+        Some(t(100))
     );
-    let claimed = claim(&store, T0 + 100).await;
+    let claimed = claim(&store, t(100)).await;
     assert_eq!(event_ids(&claimed), vec![submitted.id.clone()]);
     assert_eq!(claimed[0].previous_attempts, 1);
 }
 
-/// Folds the run given by `statuses` (one attempt each 10 ms from `T0 + 10`)
+/// Folds the run given by `statuses` (one attempt each 10 ms from `t(10)`)
 /// into `at_once` in one call and into `one_by_one` an attempt per call;
 /// returns the changes each reported.
 async fn fold_both_ways(
@@ -991,7 +971,7 @@ async fn fold_both_ways(
         statuses
             .iter()
             .enumerate()
-            .map(|(index, status)| attempt_on(&endpoint.id, T0 + 10 * (index as i64 + 1), *status))
+            .map(|(index, status)| attempt_on(&endpoint.id, t(10 * (index as i64 + 1)), *status))
             .collect()
     };
     let folded = kinds(&fold(store, &run(at_once), &policy()).await);
@@ -1016,38 +996,38 @@ async fn a_run_folded_at_once_ends_where_it_ends_folded_attempt_by_attempt(backe
     assert_eq!(one_by_one, [(Failing, 3)]);
     let expected: Health = (
         3,
-        Some(T0 + 10),
+        Some(t(10)),
         None,
-        Some(T0 + 30),
+        Some(t(30)),
         Some("http_status".to_string()),
         Some(500),
     );
     assert_eq!(health(&get_endpoint(&store, &a).await), expected);
     assert_eq!(health(&get_endpoint(&store, &b).await), expected);
 
-    let recovered = fold(&store, &[attempt_on(&a.id, T0 + 40, 200)], &policy()).await;
+    let recovered = fold(&store, &[attempt_on(&a.id, t(40), 200)], &policy()).await;
     assert_eq!(kinds(&recovered), [(Recovered, 0)]);
     assert_eq!(recovered[0].endpoint_id, a.id);
     assert_eq!(recovered[0].site_id, site.id);
     assert_eq!(recovered[0].url, a.url);
     assert_eq!(
         recovered[0].last_failure.as_ref().map(|failure| failure.at),
-        Some(T0 + 30)
+        Some(t(30))
     );
     assert_eq!(
         health(&get_endpoint(&store, &a).await),
         (
             0,
             None,
-            Some(T0 + 40),
-            Some(T0 + 30),
+            Some(t(40)),
+            Some(t(30)),
             Some("http_status".to_string()),
             Some(500)
         )
     );
     // Healthy and succeeding: nothing to report.
     assert!(
-        fold(&store, &[attempt_on(&a.id, T0 + 50, 200)], &policy())
+        fold(&store, &[attempt_on(&a.id, t(50), 200)], &policy())
             .await
             .is_empty()
     );
@@ -1060,9 +1040,9 @@ async fn a_run_folded_at_once_ends_where_it_ends_folded_attempt_by_attempt(backe
     assert_eq!(one_by_one, at_once);
     let expected: Health = (
         1,
-        Some(T0 + 50),
-        Some(T0 + 40),
-        Some(T0 + 50),
+        Some(t(50)),
+        Some(t(40)),
+        Some(t(50)),
         Some("http_status".to_string()),
         Some(500),
     );
@@ -1078,9 +1058,9 @@ async fn a_410_gone_disables_the_endpoint_and_reactivation_starts_its_health_afr
     let endpoint = endpoint(&store, &site, false).await;
     submit(&store, &site, T0).await;
     let claimed = claim(&store, T0).await;
-    let gone = failed(&claimed[0], T0 + 10, 410, NextStep::Dead);
+    let gone = failed(&claimed[0], t(10), 410, NextStep::Dead);
     record(&store, std::slice::from_ref(&gone)).await;
-    let waiting = submit(&store, &site, T0 + 20).await;
+    let waiting = submit(&store, &site, t(20)).await;
 
     let changes = fold(&store, std::slice::from_ref(&gone), &policy()).await;
     assert_eq!(kinds(&changes), [(HealthChangeKind::Disabled, 1)]);
@@ -1088,16 +1068,16 @@ async fn a_410_gone_disables_the_endpoint_and_reactivation_starts_its_health_afr
     assert_eq!(changes[0].endpoint_id, endpoint.id);
     assert_eq!(changes[0].reason.as_deref(), Some(reason));
     // The time of the fold: when its last attempt finished.
-    assert_eq!(changes[0].at, T0 + 11);
+    assert_eq!(changes[0].at, t(11));
     let disabled = get_endpoint(&store, &endpoint).await;
     assert!(!disabled.active);
     assert_eq!(disabled.disabled_reason.as_deref(), Some(reason));
-    assert_eq!(disabled.disabled_at, Some(T0 + 11));
+    assert_eq!(disabled.disabled_at, Some(t(11)));
     assert_eq!(disabled.health.consecutive_failures, 1);
     assert_eq!(disabled.health.last_failure_status, Some(410));
 
     // Its pending deliveries stay, unclaimed.
-    assert!(claim(&store, T0 + 30).await.is_empty());
+    assert!(claim(&store, t(30)).await.is_empty());
     let pending = DeliveryFilter {
         status: Some(DeliveryStatus::Pending),
         limit: 100,
@@ -1114,7 +1094,7 @@ async fn a_410_gone_disables_the_endpoint_and_reactivation_starts_its_health_afr
 
     let mut on = disabled.clone();
     on.active = true;
-    assert!(store.update_endpoint(&on, true, T0 + 40).await.unwrap());
+    assert!(store.update_endpoint(&on, true, t(40)).await.unwrap());
     let enabled = get_endpoint(&store, &endpoint).await;
     assert!(enabled.active);
     assert_eq!(enabled.disabled_reason, None);
@@ -1122,7 +1102,7 @@ async fn a_410_gone_disables_the_endpoint_and_reactivation_starts_its_health_afr
     assert_eq!(enabled.health.consecutive_failures, 0);
     assert_eq!(enabled.health.failing_since, None);
     assert_eq!(
-        event_ids(&claim(&store, T0 + 40).await),
+        event_ids(&claim(&store, t(40)).await),
         vec![waiting.id.clone()]
     );
 }
@@ -1141,23 +1121,23 @@ async fn health_changes_write_their_alerts_to_the_alert_endpoint(backend: Backen
         ..policy()
     };
 
-    let failures: Vec<AttemptRecord> = [T0 + 10, T0 + 20, T0 + 30]
+    let failures: Vec<AttemptRecord> = [t(10), t(20), t(30)]
         .into_iter()
         .map(|at| attempt_on(&endpoint.id, at, 500))
         .collect();
     let changes = fold(&store, &failures, &alerting).await;
     assert_eq!(kinds(&changes), [(HealthChangeKind::Failing, 3)]);
-    let alerts = deliveries(&store, ALERT_ENDPOINT_ID).await;
+    let alerts = deliveries(&store, &alert_endpoint_id()).await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].event, "endpoint.failing");
     assert_eq!(alerts[0].site_id, OPERATOR_SITE_ID);
     // Alerts about one endpoint are one lane.
     assert_eq!(alerts[0].media_id, endpoint.id);
     assert_eq!(alerts[0].status, DeliveryStatus::Pending);
-    assert_eq!(alerts[0].next_attempt_at, Some(T0 + 31 + 250));
+    assert_eq!(alerts[0].next_attempt_at, Some(t(31 + 250)));
 
-    assert!(claim(&store, T0 + 280).await.is_empty());
-    let claimed = claim(&store, T0 + 281).await;
+    assert!(claim(&store, t(280)).await.is_empty());
+    let claimed = claim(&store, t(281)).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].endpoint_id, ALERT_ENDPOINT_ID);
     assert_eq!(claimed[0].url, ALERT_URL);
@@ -1167,11 +1147,11 @@ async fn health_changes_write_their_alerts_to_the_alert_endpoint(backend: Backen
     assert_eq!(payload["data"]["webhook_id"], endpoint.id.as_str());
     assert_eq!(payload["data"]["state"], "failing");
     assert_eq!(payload["data"]["consecutive_failures"], 3);
-    record(&store, &[ok(&claimed[0], T0 + 290)]).await;
+    record(&store, &[ok(&claimed[0], t(290))]).await;
 
-    let changes = fold(&store, &[attempt_on(&endpoint.id, T0 + 40, 200)], &alerting).await;
+    let changes = fold(&store, &[attempt_on(&endpoint.id, t(40), 200)], &alerting).await;
     assert_eq!(kinds(&changes), [(HealthChangeKind::Recovered, 0)]);
-    let alerts = deliveries(&store, ALERT_ENDPOINT_ID).await;
+    let alerts = deliveries(&store, &alert_endpoint_id()).await;
     let logged: Vec<(&str, DeliveryStatus)> = alerts
         .iter()
         .map(|alert| (alert.event.as_str(), alert.status))
@@ -1185,35 +1165,32 @@ async fn health_changes_write_their_alerts_to_the_alert_endpoint(backend: Backen
     );
 
     // The alert endpoint is never alerted about, though its streak is kept.
-    let own: Vec<AttemptRecord> = [T0 + 50, T0 + 60, T0 + 70]
+    let own: Vec<AttemptRecord> = [t(50), t(60), t(70)]
         .into_iter()
-        .map(|at| attempt_on(ALERT_ENDPOINT_ID, at, 500))
+        .map(|at| attempt_on(&alert_endpoint_id(), at, 500))
         .collect();
     assert!(fold(&store, &own, &alerting).await.is_empty());
-    assert_eq!(deliveries(&store, ALERT_ENDPOINT_ID).await.len(), 2);
+    assert_eq!(deliveries(&store, &alert_endpoint_id()).await.len(), 2);
     let alert_endpoint = store
-        .get_endpoint(OPERATOR_SITE_ID, ALERT_ENDPOINT_ID)
+        .get_endpoint(&SiteId::from(OPERATOR_SITE_ID), &alert_endpoint_id())
         .await
         .unwrap()
         .expect("the alert endpoint");
     assert_eq!(alert_endpoint.health.consecutive_failures, 3);
 
     // Alerts turned off: the endpoint is off and its undelivered alerts go.
-    store
-        .configure_alert_endpoint(None, T0 + 100)
-        .await
-        .unwrap();
-    let alerts = deliveries(&store, ALERT_ENDPOINT_ID).await;
+    store.configure_alert_endpoint(None, t(100)).await.unwrap();
+    let alerts = deliveries(&store, &alert_endpoint_id()).await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].event, "endpoint.failing");
     let other = self::endpoint(&store, &site, false).await;
-    let failures: Vec<AttemptRecord> = [T0 + 110, T0 + 120, T0 + 130]
+    let failures: Vec<AttemptRecord> = [t(110), t(120), t(130)]
         .into_iter()
         .map(|at| attempt_on(&other.id, at, 500))
         .collect();
     let changes = fold(&store, &failures, &alerting).await;
     assert_eq!(kinds(&changes), [(HealthChangeKind::Failing, 3)]);
-    assert_eq!(deliveries(&store, ALERT_ENDPOINT_ID).await.len(), 1);
+    assert_eq!(deliveries(&store, &alert_endpoint_id()).await.len(), 1);
 }
 
 async fn an_endpoint_failing_long_enough_with_enough_dead_deliveries_is_disabled(backend: Backend) {
@@ -1221,23 +1198,23 @@ async fn an_endpoint_failing_long_enough_with_enough_dead_deliveries_is_disabled
     let site = site(&store).await;
     let events = [EventType::MediaCreated];
     let dying = add_endpoint(&store, &site, &events, true, false, T0).await;
-    let limping = add_endpoint(&store, &site, &events, true, false, T0 + 1).await;
+    let limping = add_endpoint(&store, &site, &events, true, false, t(1)).await;
     let first = submit(&store, &site, T0).await;
-    submit(&store, &site, T0 + 1).await;
+    submit(&store, &site, t(1)).await;
 
     // `dying`: both deliveries dead. `limping`: one dead, one to be retried.
-    let claimed = claim(&store, T0 + 5).await;
+    let claimed = claim(&store, t(5)).await;
     assert_eq!(claimed.len(), 4);
     let records: Vec<AttemptRecord> = claimed
         .iter()
         .map(|delivery| {
             let at = if delivery.event_id == first.id {
-                T0 + 10
+                t(10)
             } else {
-                T0 + 20
+                t(20)
             };
             let next = if delivery.endpoint_id == limping.id && delivery.event_id != first.id {
-                NextStep::RetryAt(T0 + DAY)
+                NextStep::RetryAt(t(DAY))
             } else {
                 NextStep::Dead
             };
@@ -1248,24 +1225,24 @@ async fn an_endpoint_failing_long_enough_with_enough_dead_deliveries_is_disabled
     assert!(fold(&store, &records, &policy()).await.is_empty());
     assert_eq!(
         get_endpoint(&store, &dying).await.health.failing_since,
-        Some(T0 + 10)
+        Some(t(10))
     );
     assert_eq!(
         get_endpoint(&store, &limping).await.health.failing_since,
-        Some(T0 + 10)
+        Some(t(10))
     );
-    let waiting = submit(&store, &site, T0 + 30).await;
+    let waiting = submit(&store, &site, t(30)).await;
 
-    let now = T0 + 10 + HOUR;
+    let now = t(10 + HOUR);
     // Failing since after the bound: kept.
     let changes = store
-        .disable_failing_endpoints(now, T0 + 9, 2, &policy())
+        .disable_failing_endpoints(now, t(9), 2, &policy())
         .await
         .unwrap();
     assert!(changes.is_empty());
 
     let changes = store
-        .disable_failing_endpoints(now, T0 + 10, 2, &policy())
+        .disable_failing_endpoints(now, t(10), 2, &policy())
         .await
         .unwrap();
     let reason = "every delivery failed for 1h with 2 or more dead deliveries";
@@ -1294,7 +1271,7 @@ async fn an_endpoint_failing_long_enough_with_enough_dead_deliveries_is_disabled
     );
     assert!(
         store
-            .disable_failing_endpoints(now, T0 + 10, 2, &policy())
+            .disable_failing_endpoints(now, t(10), 2, &policy())
             .await
             .unwrap()
             .is_empty()
@@ -1307,55 +1284,55 @@ async fn recover_requeues_dead_deliveries_in_lane_order_and_skips_lanes_in_fligh
     let (_db, store) = open(backend).await;
     let site = site(&store).await;
     let endpoint = endpoint(&store, &site, false).await;
-    let before = submit(&store, &site, T0 - 10_000).await;
+    let before = submit(&store, &site, t(-10_000)).await;
     let one = submit(&store, &site, T0).await;
-    let one_reviewed = review(&store, &site, &one.media_id, T0 + 1).await;
-    let two = submit(&store, &site, T0 + 2).await;
-    assert_eq!(fail_all(&store, T0 + 100).await, 4);
+    let one_reviewed = review(&store, &site, &media_of(&one), t(1)).await;
+    let two = submit(&store, &site, t(2)).await;
+    assert_eq!(fail_all(&store, t(100)).await, 4);
 
     // The second item's lane has a delivery in flight.
-    let two_reviewed = review(&store, &site, &two.media_id, T0 + 200).await;
-    let in_flight = claim(&store, T0 + 200).await;
+    let two_reviewed = review(&store, &site, &media_of(&two), t(200)).await;
+    let in_flight = claim(&store, t(200)).await;
     assert_eq!(event_ids(&in_flight), vec![two_reviewed.id.clone()]);
 
     let outcome = store
-        .recover_deliveries(&endpoint.id, T0, None, T0 + 300)
+        .recover_deliveries(&endpoint.id, T0, None, t(300))
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (2, 1));
     // The lane replays in its original order.
-    let claimed = claim(&store, T0 + 300).await;
+    let claimed = claim(&store, t(300)).await;
     assert_eq!(event_ids(&claimed), vec![one.id.clone()]);
     assert_eq!(claimed[0].previous_attempts, 1);
-    record(&store, &[ok(&claimed[0], T0 + 301)]).await;
-    let claimed = claim(&store, T0 + 302).await;
+    record(&store, &[ok(&claimed[0], t(301))]).await;
+    let claimed = claim(&store, t(302)).await;
     assert_eq!(event_ids(&claimed), vec![one_reviewed.id.clone()]);
-    record(&store, &[ok(&claimed[0], T0 + 303)]).await;
+    record(&store, &[ok(&claimed[0], t(303))]).await;
 
     // The lane is free again: asking again takes what was skipped.
-    record(&store, &[ok(&in_flight[0], T0 + 310)]).await;
+    record(&store, &[ok(&in_flight[0], t(310))]).await;
     let outcome = store
-        .recover_deliveries(&endpoint.id, T0, None, T0 + 400)
+        .recover_deliveries(&endpoint.id, T0, None, t(400))
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (1, 0));
     assert_eq!(
-        event_ids(&claim(&store, T0 + 400).await),
+        event_ids(&claim(&store, t(400)).await),
         vec![two.id.clone()]
     );
 
     // The window's end is exclusive; what was before it is still dead.
     let outcome = store
-        .recover_deliveries(&endpoint.id, T0 - 20_000, Some(T0), T0 + 500)
+        .recover_deliveries(&endpoint.id, t(-20_000), Some(T0), t(500))
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (1, 0));
     assert_eq!(
-        event_ids(&claim(&store, T0 + 500).await),
+        event_ids(&claim(&store, t(500)).await),
         vec![before.id.clone()]
     );
     let outcome = store
-        .recover_deliveries(&endpoint.id, T0 - 20_000, None, T0 + 600)
+        .recover_deliveries(&endpoint.id, t(-20_000), None, t(600))
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (0, 0));
@@ -1367,41 +1344,41 @@ async fn purge_removes_old_finished_data_in_batches_and_never_pending_or_recent_
     let (_db, store) = open(backend).await;
     let site = site(&store).await;
     let endpoint = endpoint(&store, &site, false).await;
-    let cutoff = T0 + DAY;
+    let cutoff = t(DAY);
 
     // Old and delivered (twice), old and still pending after an old
     // attempt, old but delivered after the cutoff, and new.
     let mut delivered = Vec::new();
-    for at in [T0, T0 + 1_000] {
+    for at in [T0, t(1_000)] {
         let old = submit(&store, &site, at).await;
         let claimed = claim(&store, at).await;
         assert_eq!(event_ids(&claimed), vec![old.id.clone()]);
-        record(&store, &[ok(&claimed[0], at + 10)]).await;
+        record(&store, &[ok(&claimed[0], at.plus_ms(10))]).await;
         delivered.push(claimed[0].id.clone());
     }
-    let pending = submit(&store, &site, T0 + 2_000).await;
-    let claimed = claim(&store, T0 + 2_000).await;
+    let pending = submit(&store, &site, t(2_000)).await;
+    let claimed = claim(&store, t(2_000)).await;
     assert_eq!(event_ids(&claimed), vec![pending.id.clone()]);
     record(
         &store,
         &[failed(
             &claimed[0],
-            T0 + 2_010,
+            t(2_010),
             500,
-            NextStep::RetryAt(cutoff + DAY),
+            NextStep::RetryAt(cutoff.plus_ms(DAY)),
         )],
     )
     .await;
     let pending_delivery = claimed[0].id.clone();
-    let late = submit_with(&store, &site, T0 + 3_000, cutoff + 10, false).await;
-    let claimed = claim(&store, cutoff + 10).await;
+    let late = submit_with(&store, &site, t(3_000), cutoff.plus_ms(10), false).await;
+    let claimed = claim(&store, cutoff.plus_ms(10)).await;
     assert_eq!(event_ids(&claimed), vec![late.id.clone()]);
-    record(&store, &[ok(&claimed[0], cutoff + 10)]).await;
+    record(&store, &[ok(&claimed[0], cutoff.plus_ms(10))]).await;
     let late_delivery = claimed[0].id.clone();
-    let new = submit(&store, &site, cutoff + 100).await;
-    let claimed = claim(&store, cutoff + 100).await;
+    let new = submit(&store, &site, cutoff.plus_ms(100)).await;
+    let claimed = claim(&store, cutoff.plus_ms(100)).await;
     assert_eq!(event_ids(&claimed), vec![new.id.clone()]);
-    record(&store, &[ok(&claimed[0], cutoff + 110)]).await;
+    record(&store, &[ok(&claimed[0], cutoff.plus_ms(110))]).await;
     let new_delivery = claimed[0].id.clone();
 
     // Oldest first, `batch` of each at a time.
@@ -1412,7 +1389,7 @@ async fn purge_removes_old_finished_data_in_batches_and_never_pending_or_recent_
     let purged = store.purge_step(cutoff, 100).await.unwrap();
     assert_eq!((purged.attempts, purged.events), (0, 0));
 
-    let kept: BTreeSet<String> = store
+    let kept: BTreeSet<EventId> = store
         .list_events(&site.id, &all_events())
         .await
         .unwrap()
@@ -1451,7 +1428,7 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
         &[EventType::MediaModerated],
         true,
         false,
-        T0 + 1,
+        t(1),
     )
     .await;
     let foreign = add_endpoint(
@@ -1474,7 +1451,7 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
             .is_none()
     );
     assert_eq!(get_endpoint(&store, &first).await.id, first.id);
-    let listed: Vec<String> = store
+    let listed: Vec<EndpointId> = store
         .list_endpoints(&site.id)
         .await
         .unwrap()
@@ -1490,14 +1467,14 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
             .is_none()
     );
     let elsewhere = store
-        .retry_delivery(&foreign.id, &delivery_id, T0 + 1)
+        .retry_delivery(&foreign.id, &delivery_id, t(1))
         .await
         .unwrap();
     assert!(matches!(elsewhere, RetryOutcome::NotFound), "{elsewhere:?}");
     let mut moved = first.clone();
     moved.site_id = other_site.id.clone();
     moved.description = Some("moved".into());
-    assert!(!store.update_endpoint(&moved, true, T0 + 1).await.unwrap());
+    assert!(!store.update_endpoint(&moved, true, t(1)).await.unwrap());
     assert!(
         !store
             .delete_endpoint(&other_site.id, &first.id)
@@ -1507,12 +1484,12 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
     assert_eq!(get_endpoint(&store, &first).await.description, None);
 
     let resent = store
-        .resend_event(&other_site.id, &submitted.id, None, T0 + 100)
+        .resend_event(&other_site.id, &submitted.id, None, t(100))
         .await
         .unwrap();
     assert!(matches!(resent, ResendOutcome::EventNotFound), "{resent:?}");
     let resent = store
-        .resend_event(&site.id, &submitted.id, Some(foreign.id.as_str()), T0 + 100)
+        .resend_event(&site.id, &submitted.id, Some(&foreign.id), t(100))
         .await
         .unwrap();
     assert!(
@@ -1522,7 +1499,7 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
     // To every subscribed endpoint of the site, or to the one named
     // whatever it subscribes to.
     let ResendOutcome::Queued(ids) = store
-        .resend_event(&site.id, &submitted.id, None, T0 + 100)
+        .resend_event(&site.id, &submitted.id, None, t(100))
         .await
         .unwrap()
     else {
@@ -1531,10 +1508,10 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
     let log = deliveries(&store, &first.id).await;
     assert_eq!(ids, [log[0].id.clone()]);
     assert_eq!(log[0].event_id, submitted.id);
-    assert_eq!(log[0].created_at, T0 + 100);
+    assert_eq!(log[0].created_at, t(100));
     assert_eq!(log[0].status, DeliveryStatus::Pending);
     let ResendOutcome::Queued(ids) = store
-        .resend_event(&site.id, &submitted.id, Some(second.id.as_str()), T0 + 200)
+        .resend_event(&site.id, &submitted.id, Some(&second.id), t(200))
         .await
         .unwrap()
     else {
@@ -1571,12 +1548,12 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
     );
     assert!(
         store
-            .get_media(&submitted.media_id)
+            .get_media(&media_of(&submitted))
             .await
             .unwrap()
             .is_none()
     );
-    assert!(claim(&store, T0 + 1_000).await.is_empty());
+    assert!(claim(&store, t(1_000)).await.is_empty());
     assert_eq!(get_endpoint(&store, &foreign).await.id, foreign.id);
 }
 
@@ -1593,10 +1570,10 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     endpoint(&store, &site, false).await;
     submit(&store, &site, T0).await;
     let analyzed = submit_with(&store, &site, T0, T0, true).await;
-    let media_id = analyzed.media_id.clone();
+    let media_id = media_of(&analyzed);
 
     let first = store
-        .claim_moderation_jobs("mod_first", T0 + 1, T0 + 1 + LEASE, 10)
+        .claim_moderation_jobs(&LeaseToken::from("mod_first"), t(1), t(1 + LEASE), 10)
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
@@ -1606,23 +1583,28 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     assert_eq!(first[0].requested_at, T0);
     assert!(
         store
-            .claim_moderation_jobs("mod_x", T0 + 2, T0 + 2 + LEASE, 10)
+            .claim_moderation_jobs(&LeaseToken::from("mod_x"), t(2), t(2 + LEASE), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .claim_moderation_jobs("mod_x", T0 + 1 + LEASE, T0 + 1 + 2 * LEASE, 10)
+            .claim_moderation_jobs(
+                &LeaseToken::from("mod_x"),
+                t(1 + LEASE),
+                t(1 + 2 * LEASE),
+                10
+            )
             .await
             .unwrap()
             .is_empty()
     );
 
     // The lease ran out and another worker took the job.
-    let now = T0 + 2 + LEASE;
+    let now = t(2 + LEASE);
     let second = store
-        .claim_moderation_jobs("mod_second", now, now + LEASE, 10)
+        .claim_moderation_jobs(&LeaseToken::from("mod_second"), now, now.plus_ms(LEASE), 10)
         .await
         .unwrap();
     assert_eq!(second.len(), 1);
@@ -1647,13 +1629,13 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
         &site.id,
         EventType::MediaModerated,
         &media_id,
-        now + 1,
-        now + 1,
+        now.plus_ms(1),
+        now.plus_ms(1),
     );
     let DecideOutcome::Decided(decided) = store
         .decide_media(
             &media_id,
-            &automatic(Verdict::Approved, now + 1),
+            &automatic(Verdict::Approved, now.plus_ms(1)),
             &moderated,
             Some(&second[0]),
         )
@@ -1665,42 +1647,42 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
     assert_eq!(decided.status, MediaStatus::Approved);
     assert_eq!(decided.decided_by, Some(DecidedBy::Automatic));
     assert_eq!(decided.processing_ms, Some(42));
-    assert_eq!(decided.moderated_at, Some(now + 1));
+    assert_eq!(decided.moderated_at, Some(now.plus_ms(1)));
     let events = store.list_events(&site.id, &all_events()).await.unwrap();
-    assert_eq!(moderated_events_of(&events, &media_id), 1);
+    assert_eq!(moderated_events_of(&events, media_id.as_str()), 1);
     // The job is gone.
-    let later = now + 10 * LEASE;
+    let later = now.plus_ms(10 * LEASE);
     assert!(
         store
-            .claim_moderation_jobs("mod_x", later, later + LEASE, 10)
+            .claim_moderation_jobs(&LeaseToken::from("mod_x"), later, later.plus_ms(LEASE), 10)
             .await
             .unwrap()
             .is_empty()
     );
 
     // Re-moderation asked for while a job is leased: that lease's result is dropped.
-    let t1 = later + 1_000;
+    let t1 = later.plus_ms(1_000);
     let again = submit_with(&store, &site, t1, t1, true).await;
     let leased = store
-        .claim_moderation_jobs("mod_third", t1, t1 + LEASE, 10)
+        .claim_moderation_jobs(&LeaseToken::from("mod_third"), t1, t1.plus_ms(LEASE), 10)
         .await
         .unwrap();
     assert_eq!(leased.len(), 1);
     store
-        .enqueue_moderation(&again.media_id, t1 + 5)
+        .enqueue_moderation(&media_of(&again), t1.plus_ms(5))
         .await
         .unwrap();
     let moderated = event(
         &site.id,
         EventType::MediaModerated,
-        &again.media_id,
-        t1 + 6,
-        t1 + 6,
+        &media_of(&again),
+        t1.plus_ms(6),
+        t1.plus_ms(6),
     );
     let lost = store
         .decide_media(
-            &again.media_id,
-            &automatic(Verdict::Approved, t1 + 6),
+            &media_of(&again),
+            &automatic(Verdict::Approved, t1.plus_ms(6)),
             &moderated,
             Some(&leased[0]),
         )
@@ -1708,18 +1690,23 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
         .unwrap();
     assert!(matches!(lost, DecideOutcome::LeaseLost), "{lost:?}");
     let requeued = store
-        .claim_moderation_jobs("mod_fourth", t1 + 7, t1 + 7 + LEASE, 10)
+        .claim_moderation_jobs(
+            &LeaseToken::from("mod_fourth"),
+            t1.plus_ms(7),
+            t1.plus_ms(7 + LEASE),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(requeued.len(), 1);
     assert_eq!(requeued[0].media.id, again.media_id);
     assert_eq!(requeued[0].attempts, 1);
-    assert_eq!(requeued[0].requested_at, t1 + 5);
+    assert_eq!(requeued[0].requested_at, t1.plus_ms(5));
 
     let unknown = event(&site.id, EventType::MediaModerated, "media_unknown", t1, t1);
     let outcome = store
         .decide_media(
-            "media_unknown",
+            &MediaId::from("media_unknown"),
             &manual(Verdict::Approved, t1),
             &unknown,
             None,
@@ -1734,24 +1721,18 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     let site = site(&store).await;
     endpoint(&store, &site, false).await;
     let analyzed = submit_with(&store, &site, T0, T0, true).await;
-    let media_id = analyzed.media_id.clone();
+    let media_id = media_of(&analyzed);
     let job = store
-        .claim_moderation_jobs("mod_first", T0, T0 + LEASE, 10)
+        .claim_moderation_jobs(&LeaseToken::from("mod_first"), T0, t(LEASE), 10)
         .await
         .unwrap();
     assert_eq!(job.len(), 1);
 
-    let moderated = event(
-        &site.id,
-        EventType::MediaModerated,
-        &media_id,
-        T0 + 1,
-        T0 + 1,
-    );
+    let moderated = event(&site.id, EventType::MediaModerated, &media_id, t(1), t(1));
     let DecideOutcome::Decided(decided) = store
         .decide_media(
             &media_id,
-            &manual(Verdict::Rejected, T0 + 1),
+            &manual(Verdict::Rejected, t(1)),
             &moderated,
             None,
         )
@@ -1765,17 +1746,11 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     assert_eq!(decided.review_note.as_deref(), Some("checked by hand"));
 
     // The manual decision removed the job, so the running analysis has lost it.
-    let moderated = event(
-        &site.id,
-        EventType::MediaModerated,
-        &media_id,
-        T0 + 2,
-        T0 + 2,
-    );
+    let moderated = event(&site.id, EventType::MediaModerated, &media_id, t(2), t(2));
     let outcome = store
         .decide_media(
             &media_id,
-            &automatic(Verdict::Approved, T0 + 2),
+            &automatic(Verdict::Approved, t(2)),
             &moderated,
             Some(&job[0]),
         )
@@ -1784,23 +1759,17 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     assert!(matches!(outcome, DecideOutcome::LeaseLost), "{outcome:?}");
 
     // Analysis queued again after it: its result is not stored, its job is done.
-    store.enqueue_moderation(&media_id, T0 + 10).await.unwrap();
+    store.enqueue_moderation(&media_id, t(10)).await.unwrap();
     let job = store
-        .claim_moderation_jobs("mod_second", T0 + 10, T0 + 10 + LEASE, 10)
+        .claim_moderation_jobs(&LeaseToken::from("mod_second"), t(10), t(10 + LEASE), 10)
         .await
         .unwrap();
     assert_eq!(job.len(), 1);
-    let moderated = event(
-        &site.id,
-        EventType::MediaModerated,
-        &media_id,
-        T0 + 11,
-        T0 + 11,
-    );
+    let moderated = event(&site.id, EventType::MediaModerated, &media_id, t(11), t(11));
     let outcome = store
         .decide_media(
             &media_id,
-            &automatic(Verdict::Approved, T0 + 11),
+            &automatic(Verdict::Approved, t(11)),
             &moderated,
             Some(&job[0]),
         )
@@ -1810,10 +1779,10 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
         matches!(outcome, DecideOutcome::ManuallyReviewed),
         "{outcome:?}"
     );
-    let later = T0 + 10 * LEASE;
+    let later = t(10 * LEASE);
     assert!(
         store
-            .claim_moderation_jobs("mod_x", later, later + LEASE, 10)
+            .claim_moderation_jobs(&LeaseToken::from("mod_x"), later, later.plus_ms(LEASE), 10)
             .await
             .unwrap()
             .is_empty()
@@ -1822,9 +1791,9 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     let stored = store.get_media(&media_id).await.unwrap().unwrap();
     assert_eq!(stored.status, MediaStatus::Rejected);
     assert_eq!(stored.decided_by, Some(DecidedBy::Manual));
-    assert_eq!(stored.moderated_at, Some(T0 + 1));
+    assert_eq!(stored.moderated_at, Some(t(1)));
     let events = store.list_events(&site.id, &all_events()).await.unwrap();
-    assert_eq!(moderated_events_of(&events, &media_id), 1);
+    assert_eq!(moderated_events_of(&events, media_id.as_str()), 1);
 }
 
 async fn a_test_delivery_is_written_already_leased(backend: Backend) {
@@ -1833,10 +1802,16 @@ async fn a_test_delivery_is_written_already_leased(backend: Backend) {
     // Not subscribed to test.webhook: a test goes to the endpoint named.
     let endpoint = endpoint(&store, &site, false).await;
     let test = event(&site.id, EventType::TestWebhook, &new_id("test"), T0, T0);
-    let delivery_id = new_id("dlv");
+    let delivery_id = DeliveryId::generate();
 
     let claimed = store
-        .create_leased_delivery(&endpoint, &test, &delivery_id, "lease_test", T0 + LEASE)
+        .create_leased_delivery(
+            &endpoint,
+            &test,
+            &delivery_id,
+            &LeaseToken::from("lease_test"),
+            t(LEASE),
+        )
         .await
         .unwrap();
     assert_eq!(claimed.id, delivery_id);
@@ -1849,9 +1824,9 @@ async fn a_test_delivery_is_written_already_leased(backend: Backend) {
     assert_eq!(claimed.payload, test.payload);
     assert_eq!(claimed.event_created_at, T0);
     assert_eq!(claimed.previous_attempts, 0);
-    assert!(claim(&store, T0 + 1).await.is_empty());
+    assert!(claim(&store, t(1)).await.is_empty());
 
-    record(&store, &[ok(&claimed, T0 + 2)]).await;
+    record(&store, &[ok(&claimed, t(2))]).await;
     let sent = delivery(&store, &endpoint.id, &delivery_id).await;
     assert_eq!(sent.status, DeliveryStatus::Succeeded);
     assert_eq!(sent.attempt_count, 1);
@@ -1866,12 +1841,12 @@ async fn queue_figures_count_pending_in_flight_and_recent_attempts(backend: Back
     let site = site(&store).await;
     let endpoint = endpoint(&store, &site, false).await;
     submit(&store, &site, T0).await;
-    let later = submit(&store, &site, T0 + 5).await;
+    let later = submit(&store, &site, t(5)).await;
     assert_eq!(store.queue_stats().await.unwrap(), (2, Some(T0)));
 
-    let claimed = claim(&store, T0 + 10).await;
+    let claimed = claim(&store, t(10)).await;
     assert_eq!(claimed.len(), 2);
-    let figures = store.endpoint_health(&endpoint.id, T0 + 10).await.unwrap();
+    let figures = store.endpoint_health(&endpoint.id, t(10)).await.unwrap();
     assert_eq!(
         (
             figures.pending,
@@ -1891,18 +1866,18 @@ async fn queue_figures_count_pending_in_flight_and_recent_attempts(backend: Back
     } else {
         &claimed[0]
     };
-    let mut failure = failed(retried, T0 + 30, 500, NextStep::RetryAt(T0 + HOUR));
+    let mut failure = failed(retried, t(30), 500, NextStep::RetryAt(t(HOUR)));
     failure.duration_ms = 3;
-    record(&store, &[ok(delivered, T0 + 20), failure]).await;
+    record(&store, &[ok(delivered, t(20)), failure]).await;
 
-    let figures = store.endpoint_health(&endpoint.id, T0 + 100).await.unwrap();
+    let figures = store.endpoint_health(&endpoint.id, t(100)).await.unwrap();
     assert_eq!(
         (
             figures.pending,
             figures.in_flight,
             figures.oldest_pending_at
         ),
-        (1, 0, Some(T0 + 5))
+        (1, 0, Some(t(5)))
     );
     for window in [&figures.last_hour, &figures.last_day] {
         assert_eq!((window.attempts, window.successes), (2, 1));
@@ -1912,18 +1887,18 @@ async fn queue_figures_count_pending_in_flight_and_recent_attempts(backend: Back
     }
     // An hour and a bit later, the attempts have left the last hour.
     let figures = store
-        .endpoint_health(&endpoint.id, T0 + 31 + HOUR)
+        .endpoint_health(&endpoint.id, t(31 + HOUR))
         .await
         .unwrap();
     assert_eq!(figures.last_hour.attempts, 0);
     assert_eq!(figures.last_hour.success_rate, None);
     assert_eq!(figures.last_day.attempts, 2);
-    assert_eq!(store.queue_stats().await.unwrap(), (1, Some(T0 + 5)));
+    assert_eq!(store.queue_stats().await.unwrap(), (1, Some(t(5))));
 
     // A disabled endpoint's backlog is not the queue.
     let mut off = endpoint.clone();
     off.active = false;
-    assert!(store.update_endpoint(&off, true, T0 + 200).await.unwrap());
+    assert!(store.update_endpoint(&off, true, t(200)).await.unwrap());
     assert_eq!(store.queue_stats().await.unwrap(), (0, None));
 }
 
