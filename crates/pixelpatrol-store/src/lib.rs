@@ -13,6 +13,14 @@
 //! them as prepared statements filled each connection's statement cache with
 //! big one-off statements (a fifth of a gigabyte of server memory under
 //! load).
+//!
+//! Ids and timestamps are domain types ([`pixelpatrol_core::model::SiteId`],
+//! [`pixelpatrol_core::model::Timestamp`], …) that know nothing of sqlx;
+//! statements bind their text and milliseconds. A `query!` argument is
+//! borrowed for as long as the statement runs on SQLite, so a converted
+//! value (`site.id.as_str()`, `at.millis()`) is first bound to a local
+//! (`let id = site.id.as_str();`) and the local is passed: a temporary in the
+//! argument list would be dropped too early.
 
 pub mod batcher;
 pub mod rows;

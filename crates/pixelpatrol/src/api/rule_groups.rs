@@ -14,8 +14,8 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::{AppError, Result};
 use crate::model::{Rule, RuleGroup, RuleGroupId, SiteId, Timestamp};
-use crate::moderation::rules::{RuleInput, TEMPLATES, validate_rules};
-use crate::moderation::template_group;
+use crate::moderation::rules::{RuleInput, validate_rules};
+use crate::moderation::{all_templates, template_group};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,7 +63,7 @@ impl From<&RuleGroup> for RuleGroupOut {
 }
 
 async fn list_templates(_caller: Caller) -> Json<Value> {
-    Json(json!({ "data": TEMPLATES }))
+    Json(json!({ "data": all_templates().collect::<Vec<_>>() }))
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,8 @@ use super::analyzer::{
     ANALYSIS_CATEGORY, AnalysisInput, Analyzer, AnalyzerError, Label, error_chain, read_capped,
 };
 use super::nsfw::{NsfwClassifier, NsfwError};
+use super::rules::{RuleAction, RuleKind};
+use super::templates::RuleTemplate;
 use crate::net::guard::{GuardedResolver, is_blocked, literal_ip};
 
 pub const ANALYZER: &str = "image";
@@ -291,6 +293,34 @@ impl Analyzer for ImageAnalyzer {
         Ok(labels)
     }
 }
+
+/// The rule templates for the labels this analyzer produces.
+pub const TEMPLATES: &[RuleTemplate] = &[
+    RuleTemplate {
+        key: "explicit_images",
+        name: "No explicit images",
+        kind: RuleKind::Prohibition,
+        label: "adult",
+        action: RuleAction::Reject,
+        description: "Rejects images the NSFW model scores as explicit.",
+    },
+    RuleTemplate {
+        key: "low_resolution",
+        name: "Low-resolution images go to a human",
+        kind: RuleKind::Prohibition,
+        label: "low_resolution",
+        action: RuleAction::Flag,
+        description: "Flags images too small to judge (shorter side under about 200 pixels).",
+    },
+    RuleTemplate {
+        key: "blurry",
+        name: "Blurry images go to a human",
+        kind: RuleKind::Prohibition,
+        label: "blurry",
+        action: RuleAction::Flag,
+        description: "Flags images too blurry to judge.",
+    },
+];
 
 #[cfg(test)]
 mod tests {

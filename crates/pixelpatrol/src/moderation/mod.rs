@@ -34,6 +34,13 @@ use crate::util::Heartbeat;
 use analyzer::{AnalysisInput, Analyzer, Label};
 use rules::RuleOutcome;
 
+/// Every built-in analyzer's rule templates, in the order the API lists
+/// them. An analyzer is registered here and in [`Moderator::new`]; its
+/// templates live in its own file.
+pub fn all_templates() -> impl Iterator<Item = &'static templates::RuleTemplate> {
+    [image::TEMPLATES, text::TEMPLATES].into_iter().flatten()
+}
+
 /// A job taken this many times without finishing (the server stopped or
 /// crashed during its analysis each time) is decided without another try:
 /// flagged for a person.

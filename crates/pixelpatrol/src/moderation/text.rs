@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::analyzer::{AnalysisInput, Analyzer, AnalyzerError, Label};
+use super::rules::{RuleAction, RuleKind};
+use super::templates::RuleTemplate;
 
 pub const ANALYZER: &str = "text";
 
@@ -317,6 +319,58 @@ impl Analyzer for TextAnalyzer {
         Ok(self.classify(body))
     }
 }
+
+/// The rule templates for the labels this analyzer produces.
+pub const TEMPLATES: &[RuleTemplate] = &[
+    RuleTemplate {
+        key: "explicit_text",
+        name: "No sexually explicit text",
+        kind: RuleKind::Prohibition,
+        label: "adult_content",
+        action: RuleAction::Reject,
+        description: "Rejects sexually explicit text.",
+    },
+    RuleTemplate {
+        key: "violence",
+        name: "No violent threats",
+        kind: RuleKind::Prohibition,
+        label: "violence",
+        action: RuleAction::Reject,
+        description: "Rejects threats and violent language.",
+    },
+    RuleTemplate {
+        key: "hate_speech",
+        name: "No hate speech",
+        kind: RuleKind::Prohibition,
+        label: "hate_speech",
+        action: RuleAction::Reject,
+        description: "Rejects slurs and dehumanising language.",
+    },
+    RuleTemplate {
+        key: "self_harm",
+        name: "Self-harm goes to a human",
+        kind: RuleKind::Prohibition,
+        label: "self_harm",
+        action: RuleAction::Flag,
+        description: "Flags talk of suicide or self-harm so a person can respond with care.",
+    },
+    RuleTemplate {
+        key: "drugs",
+        name: "Drug dealing goes to a human",
+        kind: RuleKind::Prohibition,
+        label: "drugs",
+        action: RuleAction::Flag,
+        description: "Flags drug sales and drug use for review.",
+    },
+    RuleTemplate {
+        key: "spam",
+        name: "No spam",
+        kind: RuleKind::Prohibition,
+        label: "spam",
+        action: RuleAction::Reject,
+        description: "Rejects spam: sales phrases, link farms, repetition.",
+    },
+];
 
 #[cfg(test)]
 mod tests {
