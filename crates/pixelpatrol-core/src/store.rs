@@ -21,12 +21,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::model::{
+    AcceptOutcome, AuditEntry, AuditId, DeliveryId, EndpointId, EventId, Invitation, InvitationId,
+    LeaseToken, Membership, Role, Session, User, UserId,
+};
+use crate::model::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord, Delivery,
     DeliveryFilter, Endpoint, EventFilter, EventSummary, HealthChange, HealthFigures, HealthPolicy,
     HealthSummary, Media, MediaFilter, MediaId, ModerationJob, NewEvent, Purged, RecoverOutcome,
     ResendOutcome, RetryOutcome, RuleGroup, RuleGroupId, Site, SiteId, Timestamp,
 };
-use crate::model::{DeliveryId, EndpointId, EventId, LeaseToken};
 
 pub type DynStore = Arc<dyn Store>;
 
@@ -48,13 +51,150 @@ impl<T> ModerationStore for T where T: Sites + RuleGroups + MediaStore + Moderat
 /// Every role at once: what `run` opens and the API holds. The workers get
 /// their part only ([`DeliveryStore`], [`ModerationStore`]).
 pub trait Store:
-    DeliveryStore + ModerationStore + Endpoints + DeliveryLog + Send + Sync + 'static
+    DeliveryStore + ModerationStore + Endpoints + DeliveryLog + PeopleStore + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: DeliveryStore + ModerationStore + Endpoints + DeliveryLog + Send + Sync + 'static
+    T: DeliveryStore
+        + ModerationStore
+        + Endpoints
+        + DeliveryLog
+        + PeopleStore
+        + Send
+        + Sync
+        + 'static
 {
+}
+
+/// What the dashboard asks of the store about people: accounts and roles,
+/// sessions and sign-in throttling, invitations, the audit log.
+pub trait PeopleStore: People + Sessions + Invitations + AuditLog {}
+
+impl<T> PeopleStore for T where T: People + Sessions + Invitations + AuditLog + ?Sized {}
+
+/// Dashboard accounts and their roles on sites. Changes to who may do what
+/// write their audit entry in the same transaction.
+#[async_trait]
+pub trait People: Send + Sync {
+    /// Creates the account; `false` when its email is taken.
+    async fn create_user(&self, user: &User) -> anyhow::Result<bool>;
+    async fn get_user(&self, id: &UserId) -> anyhow::Result<Option<User>>;
+    /// By normalized email.
+    async fn user_by_email(&self, email: &str) -> anyhow::Result<Option<User>>;
+    /// Replaces the password and ends every session of the account.
+    async fn set_password(
+        &self,
+        id: &UserId,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<bool>;
+    /// Gives the person `role` on the site, or changes their role.
+    async fn set_member(
+        &self,
+        site_id: &SiteId,
+        user_id: &UserId,
+        role: Role,
+        now: Timestamp,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<()>;
+    async fn remove_member(
+        &self,
+        site_id: &SiteId,
+        user_id: &UserId,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<bool>;
+    /// The site's members, by email.
+    async fn list_members(&self, site_id: &SiteId) -> anyhow::Result<Vec<Membership>>;
+    async fn member_role(&self, site_id: &SiteId, user_id: &UserId)
+    -> anyhow::Result<Option<Role>>;
+    /// The sites a person is a member of, with their role, by name.
+    async fn sites_of_member(&self, user_id: &UserId) -> anyhow::Result<Vec<(Site, Role)>>;
+}
+
+/// Signed-in browsers, and the back-off of failed sign-ins.
+#[async_trait]
+pub trait Sessions: Send + Sync {
+    async fn create_session(&self, session: &Session) -> anyhow::Result<()>;
+    /// The live session with this token hash and its account, its idle
+    /// expiry moved to `now + idle_ms`; `None` when unknown or expired.
+    async fn touch_session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+        idle_ms: i64,
+    ) -> anyhow::Result<Option<(Session, User)>>;
+    async fn end_session(&self, token_hash: &str) -> anyhow::Result<()>;
+    /// Removes sessions that expired before `now`; returns how many.
+    async fn purge_expired_sessions(&self, now: Timestamp) -> anyhow::Result<u64>;
+    /// Until when sign-ins under any of `keys` must wait, if they must.
+    async fn sign_in_blocked_until(
+        &self,
+        keys: &[String],
+        now: Timestamp,
+    ) -> anyhow::Result<Option<Timestamp>>;
+    /// Counts a failed sign-in against each key; returns until when the
+    /// keys are blocked now (the back-off of
+    /// [`crate::model::people::sign_in_back_off_ms`]).
+    async fn record_sign_in_failure(
+        &self,
+        keys: &[String],
+        now: Timestamp,
+    ) -> anyhow::Result<Timestamp>;
+    /// A successful sign-in forgets the failures under `keys`.
+    async fn clear_sign_in_failures(&self, keys: &[String]) -> anyhow::Result<()>;
+}
+
+/// One-time links to join a site, or the operators.
+#[async_trait]
+pub trait Invitations: Send + Sync {
+    async fn create_invitation(
+        &self,
+        invitation: &Invitation,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<()>;
+    /// Invitations not yet accepted nor expired at `now`, newest first: a
+    /// site's, or (`None`) the operators'.
+    async fn pending_invitations(
+        &self,
+        site_id: Option<&SiteId>,
+        now: Timestamp,
+    ) -> anyhow::Result<Vec<Invitation>>;
+    /// The usable invitation with this token hash.
+    async fn usable_invitation(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<Invitation>>;
+    async fn revoke_invitation(
+        &self,
+        site_id: Option<&SiteId>,
+        id: &InvitationId,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<bool>;
+    /// Accepts a usable invitation in one transaction: the account of its
+    /// email (created from `new_user` when there is none; an existing one
+    /// keeps its password) gets the role, or becomes an operator, and the
+    /// link is used up.
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        new_user: &User,
+        now: Timestamp,
+    ) -> anyhow::Result<AcceptOutcome>;
+}
+
+/// Who changed what.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn record_audit(&self, entry: &AuditEntry) -> anyhow::Result<()>;
+    /// A site's entries, newest first, older than `before` when given.
+    async fn list_audit(
+        &self,
+        site_id: &SiteId,
+        before: Option<&AuditId>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<AuditEntry>>;
 }
 
 /// Server-wide values kept in the database (the admin token's hash).

@@ -10,7 +10,7 @@ use crate::model::Timestamp;
 /// A new sortable identifier with a type prefix, e.g. `rule_01JD…`, for
 /// things without an id type of their own ([`crate::model::id`]).
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new())
+    format!("{prefix}_{}", crate::model::id::next_ulid())
 }
 
 /// `prefix` followed by `len` random alphanumeric characters (≈5.95 bits each).

@@ -11,6 +11,8 @@ mod claim;
 mod locks;
 mod maintenance;
 
+#[path = "../../pixelpatrol-store/src/shared/audit.rs"]
+mod audit;
 #[path = "../../pixelpatrol-store/src/shared/claim_parts.rs"]
 mod claim_parts;
 #[path = "../../pixelpatrol-store/src/shared/delivery_log.rs"]
@@ -19,16 +21,22 @@ mod delivery_log;
 mod endpoints;
 #[path = "../../pixelpatrol-store/src/shared/health.rs"]
 mod health;
+#[path = "../../pixelpatrol-store/src/shared/invitations.rs"]
+mod invitations;
 #[path = "../../pixelpatrol-store/src/shared/media.rs"]
 mod media;
 #[path = "../../pixelpatrol-store/src/shared/moderation_jobs.rs"]
 mod moderation_jobs;
 #[path = "../../pixelpatrol-store/src/shared/outbox.rs"]
 mod outbox;
+#[path = "../../pixelpatrol-store/src/shared/people.rs"]
+mod people;
 #[path = "../../pixelpatrol-store/src/shared/retention.rs"]
 mod retention;
 #[path = "../../pixelpatrol-store/src/shared/rule_groups.rs"]
 mod rule_groups;
+#[path = "../../pixelpatrol-store/src/shared/sessions.rs"]
+mod sessions;
 #[path = "../../pixelpatrol-store/src/shared/settings.rs"]
 mod settings;
 #[path = "../../pixelpatrol-store/src/shared/sites.rs"]

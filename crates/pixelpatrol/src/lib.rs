@@ -7,9 +7,9 @@
 //!
 //! Layers, each depending only on those before it: [`model`] (the domain),
 //! [`store`] (the storage roles, and the backend crate the database URL
-//! names), [`net`] (the network
-//! guard), [`delivery`] and [`moderation`] (the workers), [`api`] (HTTP), and
-//! [`app`], which wires them together.
+//! names), [`net`] (the network guard), [`people`] (accounts and
+//! passwords), [`delivery`] and [`moderation`] (the workers), [`api`]
+//! (HTTP), and [`app`], which wires them together.
 
 pub mod alerts;
 pub mod api;
@@ -19,6 +19,7 @@ pub mod config;
 pub mod delivery;
 pub mod moderation;
 pub mod net;
+pub mod people;
 pub mod store;
 
 pub use app::run;

@@ -14,6 +14,7 @@ pub mod health;
 pub mod id;
 pub mod media;
 pub mod moderation;
+pub mod people;
 pub mod retry;
 pub mod site;
 pub mod timestamp;
@@ -28,10 +29,16 @@ pub use health::{
     FailureInfo, HealthChange, HealthChangeKind, HealthFigures, HealthPolicy, HealthSummary,
     HealthTally, WindowFigures,
 };
-pub use id::{DeliveryId, EndpointId, EventId, LeaseToken, MediaId, RuleGroupId, SiteId};
+pub use id::{
+    AuditId, DeliveryId, EndpointId, EventId, InvitationId, LeaseToken, MediaId, RuleGroupId,
+    SiteId, UserId,
+};
 pub use media::{AiLabels, DecideOutcome, DecisionRecord, Media, MediaFilter, ModerationJob};
 pub use moderation::{
     DecidedBy, Label, MediaStatus, Rule, RuleAction, RuleKind, RuleOutcome, Verdict,
+};
+pub use people::{
+    AcceptOutcome, Access, Actor, AuditEntry, Invitation, Membership, Role, Session, User,
 };
 pub use retry::RetrySchedule;
 pub use site::{OPERATOR_SITE_ID, RuleGroup, Site};

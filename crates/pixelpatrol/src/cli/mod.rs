@@ -26,6 +26,34 @@ pub enum Command {
     /// Manage the image models.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Manage the dashboard's accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account; its password is read from the first line of
+    /// standard input (e.g. `printf '%s\n' "$PASSWORD" | pixelpatrol users
+    /// create --email you@example.com --admin`).
+    Create(CreateUser),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateUser {
+    /// The account's email (what its owner signs in with).
+    #[arg(long)]
+    pub email: String,
+    /// Make it an operator: sees and manages every site.
+    #[arg(long)]
+    pub admin: bool,
+    /// The server's database (as `pixelpatrol serve --database-url`).
+    #[arg(
+        long,
+        env = "PIXELPATROL_DATABASE_URL",
+        default_value = "sqlite://pixelpatrol.db"
+    )]
+    pub database_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,5 +122,22 @@ pub async fn main() -> anyhow::Result<()> {
             println!("NSFW model installed and verified: {}", path.display());
             Ok(())
         }
+        Command::Users(UsersCommand::Create(create)) => create_user(create).await,
+    }
+}
+
+async fn create_user(create: CreateUser) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    // The line's end is not part of the password; spaces inside are.
+    let password = password.trim_end_matches(['\n', '\r']);
+    let store = crate::store::connect(&create.database_url, 2).await?;
+    match crate::people::create_account(&store, &create.email, password, create.admin).await? {
+        Ok(user) => {
+            let kind = if user.is_admin { "operator" } else { "account" };
+            println!("created {kind} {} ({})", user.email, user.id);
+            Ok(())
+        }
+        Err(error) => anyhow::bail!("{error}"),
     }
 }

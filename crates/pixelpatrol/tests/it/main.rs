@@ -11,5 +11,6 @@ mod interop;
 mod moderation;
 mod nsfw;
 mod operations;
+mod people_store;
 mod process;
 mod store;

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use crate::common::{ADMIN_TOKEN, Backend, Receiver, Reply, TestApp, TestDb};
 use pixelpatrol_webhooks::{Verifier, WebhookHeaders};
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::{Child, Command};
 
 both_backends!(
     a_server_killed_mid_load_delivers_every_event_after_restart,
     a_server_killed_during_analysis_decides_exactly_once_after_restart,
     sigterm_stops_the_server_cleanly,
+    users_create_makes_an_operator_with_the_password_from_stdin_once,
 );
 
 fn free_port() -> u16 {
@@ -195,4 +197,71 @@ async fn sigterm_stops_the_server_cleanly(backend: Backend) {
         .expect("the server exits after SIGTERM")
         .unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+/// `pixelpatrol users create` with `password` on standard input.
+async fn users_create(database_url: &str, email: &str, password: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixelpatrol"))
+        .args(["users", "create", "--email", email, "--admin"])
+        .env("PIXELPATROL_DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting pixelpatrol users create");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{password}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+async fn users_create_makes_an_operator_with_the_password_from_stdin_once(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let password = "a long passphrase with spaces";
+    let output = users_create(&db.url, " Op@Example.com ", password).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("created operator op@example.com"),
+        "{stdout}"
+    );
+
+    // Stored hashed (argon2id), as an operator, under the normalized email.
+    let store = pixelpatrol::store::connect(&db.url, 2).await.unwrap();
+    let user = store
+        .user_by_email("op@example.com")
+        .await
+        .unwrap()
+        .expect("the account");
+    assert!(user.is_admin);
+    assert!(user.password_hash.starts_with("$argon2id$"));
+    assert!(!user.password_hash.contains(password));
+    assert!(pixelpatrol::people::verify_password(password, &user.password_hash).await);
+    assert!(
+        !pixelpatrol::people::verify_password("a long passphrase with space", &user.password_hash)
+            .await
+    );
+
+    // The same email again, or a short password: refused, saying why.
+    let again = users_create(&db.url, "op@example.com", password).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("an account with that email exists"));
+    let short = users_create(&db.url, "other@example.com", "short").await;
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
+    assert!(
+        store
+            .user_by_email("other@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
