@@ -62,9 +62,14 @@ pub async fn run(
         "pixelpatrol listening"
     );
     tokio::spawn(api::ops::metrics_upkeep(shutdown.clone()));
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let routes = api::router(state, crate::dashboard::router());
+    // The client's address: sign-in back-off counts failures per address.
+    let served = axum::serve(
+        listener,
+        routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await;
     // Whatever ended the server, stop the worker too.
     shutdown.cancel();
     if let Some(worker) = worker {

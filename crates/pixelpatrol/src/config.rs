@@ -169,6 +169,10 @@ pub struct Config {
     #[arg(long, env = "PIXELPATROL_METRICS_PER_ENDPOINT")]
     pub metrics_per_endpoint: bool,
 
+    /// A dashboard session not used for this long ends (sign in again).
+    #[arg(long, env = "PIXELPATROL_SESSION_IDLE", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub session_idle: Duration,
+
     /// Log format.
     #[arg(long, env = "PIXELPATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

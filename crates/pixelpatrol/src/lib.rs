@@ -9,13 +9,15 @@
 //! [`store`] (the storage roles, and the backend crate the database URL
 //! names), [`net`] (the network guard), [`people`] (accounts and
 //! passwords), [`delivery`] and [`moderation`] (the workers), [`api`]
-//! (HTTP), and [`app`], which wires them together.
+//! (HTTP for machines), [`dashboard`] (pages for people), and [`app`],
+//! which wires them together.
 
 pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod delivery;
 pub mod moderation;
 pub mod net;

@@ -90,6 +90,26 @@ pub async fn verify_password(password: &str, phc: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// As [`verify_password`] against `phc`; without one (no such account),
+/// the same hashing work against a throwaway hash, and `false`.
+pub async fn verify_password_or_burn(password: &str, phc: Option<&str>) -> bool {
+    static THROWAWAY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    match phc {
+        Some(phc) => verify_password(password, phc).await,
+        None => {
+            let throwaway = THROWAWAY
+                .get_or_try_init(|| async {
+                    hash_password(&crate::util::random_token("", 32)).await
+                })
+                .await;
+            if let Ok(throwaway) = throwaway {
+                let _ = verify_password(password, throwaway).await;
+            }
+            false
+        }
+    }
+}
+
 /// Creates an account with a password (`pixelpatrol users create`).
 pub async fn create_account(
     store: &DynStore,

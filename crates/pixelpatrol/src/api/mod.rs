@@ -10,7 +10,7 @@ mod media;
 pub mod ops;
 mod query;
 mod rule_groups;
-mod sites;
+pub mod sites;
 pub mod validate;
 mod webhooks;
 
@@ -40,13 +40,15 @@ pub struct AppState {
     pub admin_token_hash: Arc<str>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API's routes and `pages` (the dashboard's, given by the caller so
+/// that the API does not depend on it), behind the API's layers.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     // The recorder exists before the first request is counted.
     ops::prometheus();
     let api = if state.config.role == Role::Worker {
         Router::new()
     } else {
-        Router::new()
+        pages
             .merge(sites::router())
             .merge(webhooks::router())
             .merge(deliveries::router())

@@ -104,30 +104,39 @@ fn external_analyzer(url: &str, dev: bool) -> Result<(String, String)> {
     ))
 }
 
-async fn create_site(
-    caller: Caller,
-    State(state): State<AppState>,
-    ApiJson(input): ApiJson<CreateSite>,
-) -> Result<(StatusCode, Json<NewSiteOut>)> {
-    caller.ensure_admin()?;
+/// A site made from what a person or client gave, checked field by field,
+/// with its default rule group, its key (shown once) and, when an external
+/// analyzer is named, that analyzer's new secret (shown once). The API and
+/// the dashboard both create sites through it.
+pub struct NewSite {
+    pub site: Site,
+    pub default_group: crate::model::RuleGroup,
+    pub site_key: String,
+    pub analyzer_secret: Option<String>,
+}
+
+pub struct SiteFields<'a> {
+    pub name: &'a str,
+    pub url: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub confidence_threshold: Option<f64>,
+    pub external_analyzer_url: Option<&'a str>,
+}
+
+pub fn new_site(fields: SiteFields<'_>, dev: bool) -> Result<NewSite> {
     let now = Timestamp::now();
     let site_key = new_site_key();
-    let analyzer = input
+    let analyzer = fields
         .external_analyzer_url
-        .as_deref()
-        .map(|url| external_analyzer(url, state.config.dev))
+        .map(|url| external_analyzer(url, dev))
         .transpose()?;
     let site = Site {
         id: SiteId::generate(),
-        name: text("name", &input.name, 200)?,
-        url: input
-            .url
-            .as_deref()
-            .map(|url| web_url("url", url))
-            .transpose()?,
-        description: optional_text("description", input.description.as_deref(), 2000)?,
+        name: text("name", fields.name, 200)?,
+        url: fields.url.map(|url| web_url("url", url)).transpose()?,
+        description: optional_text("description", fields.description, 2000)?,
         key_hash: sha256_hex(&site_key),
-        confidence_threshold: input
+        confidence_threshold: fields
             .confidence_threshold
             .map(threshold)
             .transpose()?
@@ -138,16 +147,43 @@ async fn create_site(
         updated_at: now,
     };
     // Moderation works from the start: the recommended rules are the default.
-    let group = template_group(&site.id, true);
-    state.store.create_site(&site, &group).await?;
+    let default_group = template_group(&site.id, true);
+    Ok(NewSite {
+        site,
+        default_group,
+        site_key,
+        analyzer_secret: analyzer.map(|(_, secret)| secret),
+    })
+}
+
+async fn create_site(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<CreateSite>,
+) -> Result<(StatusCode, Json<NewSiteOut>)> {
+    caller.ensure_admin()?;
+    let new = new_site(
+        SiteFields {
+            name: &input.name,
+            url: input.url.as_deref(),
+            description: input.description.as_deref(),
+            confidence_threshold: input.confidence_threshold,
+            external_analyzer_url: input.external_analyzer_url.as_deref(),
+        },
+        state.config.dev,
+    )?;
+    state
+        .store
+        .create_site(&new.site, &new.default_group)
+        .await?;
     // The key is shown here once; only its hash is kept.
     Ok((
         StatusCode::CREATED,
         Json(NewSiteOut {
-            site: SiteOut::from(&site),
-            site_key,
-            default_rule_group_id: group.id,
-            external_analyzer_secret: analyzer.map(|(_, secret)| secret),
+            site: SiteOut::from(&new.site),
+            site_key: new.site_key,
+            default_rule_group_id: new.default_group.id,
+            external_analyzer_secret: new.analyzer_secret,
         }),
     ))
 }

@@ -284,6 +284,11 @@ impl TestApp {
         }
     }
 
+    /// The server's database through the store (a connection of its own).
+    pub async fn store(&self) -> pixelpatrol::store::DynStore {
+        pixelpatrol::store::connect(&self.db.url, 2).await.unwrap()
+    }
+
     async fn is_healthy(&self) -> bool {
         matches!(
             self.http.get(format!("{}/healthz", self.address)).send().await,

@@ -6,6 +6,7 @@
 mod common;
 
 mod api;
+mod dashboard;
 mod delivery;
 mod interop;
 mod moderation;

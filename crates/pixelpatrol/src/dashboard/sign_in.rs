@@ -1,0 +1,174 @@
+//! Signing in and out.
+//!
+//! Failed sign-ins are counted per account and per client address; after
+//! five in a row each further try waits (1 s, 2 s, 4 s … up to 15 minutes,
+//! [`crate::model::people::sign_in_back_off_ms`]), and every failure is
+//! logged. A wrong email and a wrong password get the same answer, so the
+//! form does not tell which accounts exist.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::html;
+use serde::Deserialize;
+
+use super::DashError;
+use super::layout::{document, field_error};
+use super::session::{
+    Post, SESSION_COOKIE, SIGN_IN_COOKIE, cookie, new_session, same_secret, set_cookie, with_cookie,
+};
+use crate::api::AppState;
+use crate::model::Timestamp;
+use crate::model::people::normalize_email;
+use crate::people::verify_password_or_burn;
+use crate::util::random_token;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sign-in", get(sign_in_page).post(sign_in))
+        .route("/sign-out", post(sign_out))
+}
+
+#[derive(Deserialize, Default)]
+struct Next {
+    next: Option<String>,
+}
+
+/// Only a path on this server (never `//elsewhere` or a full URL): the
+/// sign-in form must not become a redirect to another site.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_string()
+        }
+        _ => "/sites".to_string(),
+    }
+}
+
+fn form(email: &str, next: &str, csrf: &str, error: Option<&str>) -> axum::response::Html<String> {
+    document(
+        "Sign in",
+        html! {
+            main.narrow.sign-in {
+                p.brand { "PixelPatrol" }
+                h1 { "Sign in" }
+                form method="post" action="/sign-in" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="next" value=(next);
+                    (field_error(error))
+                    label for="email" { "Email" }
+                    input #email type="email" name="email" value=(email) autocomplete="username" required autofocus;
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                    button.primary type="submit" { "Sign in" }
+                }
+            }
+        },
+    )
+}
+
+/// The form, with a fresh double-submit token in a cookie and a field.
+fn fresh_form(state: &AppState, email: &str, next: &str, error: Option<&str>) -> Response {
+    let csrf = random_token("", 32);
+    let response = form(email, next, &csrf, error).into_response();
+    with_cookie(
+        response,
+        set_cookie(SIGN_IN_COOKIE, &csrf, 3_600, !state.config.dev),
+    )
+}
+
+async fn sign_in_page(State(state): State<AppState>, Query(query): Query<Next>) -> Response {
+    fresh_form(&state, "", &local_path(query.next.as_deref()), None)
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, DashError> {
+    let input: SignIn = serde_html_form::from_bytes(&body)
+        .map_err(|_| DashError::BadRequest("the form could not be read".into()))?;
+    let next = local_path(input.next.as_deref());
+    let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or("");
+    if expected.is_empty() || !same_secret(&input.csrf, expected) {
+        tracing::warn!(address = %peer.ip(), "sign-in refused: missing or wrong CSRF token");
+        return Err(DashError::Forbidden);
+    }
+    let email = normalize_email(&input.email);
+    let keys = [format!("account:{email}"), format!("address:{}", peer.ip())];
+    let now = Timestamp::now();
+    if let Some(until) = state.store.sign_in_blocked_until(&keys, now).await? {
+        let wait = (until.ms_since(now) + 999) / 1_000;
+        tracing::warn!(%email, address = %peer.ip(), "sign-in refused: too many failures");
+        let message = format!("Too many failed attempts. Try again in {wait} seconds.");
+        return Ok(fresh_form(&state, &email, &next, Some(&message)));
+    }
+    let user = state.store.user_by_email(&email).await?;
+    // An unknown email costs the same hashing as a known one, so timing
+    // does not tell which emails have an account.
+    let verified = verify_password_or_burn(
+        &input.password,
+        user.as_ref().map(|user| user.password_hash.as_str()),
+    )
+    .await;
+    let Some(user) = user.filter(|_| verified) else {
+        let until = state.store.record_sign_in_failure(&keys, now).await?;
+        tracing::warn!(%email, address = %peer.ip(), "sign-in failed");
+        let message = if until > now {
+            let wait = (until.ms_since(now) + 999) / 1_000;
+            format!("Wrong email or password. Too many failed attempts: wait {wait} seconds.")
+        } else {
+            "Wrong email or password.".to_string()
+        };
+        return Ok(fresh_form(&state, &email, &next, Some(&message)));
+    };
+    state.store.clear_sign_in_failures(&keys).await?;
+    let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
+    let (token, session) = new_session(&user, now, idle_ms);
+    state.store.create_session(&session).await?;
+    tracing::info!(email = %user.email, address = %peer.ip(), "signed in");
+    let secure = !state.config.dev;
+    let max_age = (idle_ms / 1_000).max(0) as u64;
+    let response = with_cookie(
+        Redirect::to(&next).into_response(),
+        set_cookie(SESSION_COOKIE, &token, max_age, secure),
+    );
+    Ok(with_cookie(
+        response,
+        set_cookie(SIGN_IN_COOKIE, "", 0, secure),
+    ))
+}
+
+#[derive(Deserialize)]
+struct SignOut {}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    post: Post<SignOut>,
+) -> Result<Response, DashError> {
+    state
+        .store
+        .end_session(&post.viewer.session.token_hash)
+        .await?;
+    tracing::info!(email = %post.viewer.user.email, "signed out");
+    Ok(with_cookie(
+        Redirect::to("/sign-in").into_response(),
+        set_cookie(SESSION_COOKIE, "", 0, !state.config.dev),
+    ))
+}

@@ -1,0 +1,269 @@
+//! Sites: the list (an operator's every site, a member's own), a new site
+//! (operators), and a site's page.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::DashError;
+use super::layout::{empty, field_error, page, reveal_once, when};
+use super::session::{Post, Viewer};
+use crate::alerts::OPERATOR_SITE_ID;
+use crate::api::AppState;
+use crate::api::error::AppError;
+use crate::api::sites::{SiteFields, new_site};
+use crate::model::{Access, AuditEntry, AuditId, Endpoint, Role, Site, SiteId, Timestamp};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sites", get(list).post(create))
+        .route("/sites/{site_id}", get(site_page))
+}
+
+/// The sites this person sees, with their role (operators: every site).
+async fn visible_sites(
+    state: &AppState,
+    viewer: &Viewer,
+) -> Result<Vec<(Site, Access)>, DashError> {
+    if viewer.user.is_admin {
+        let mut sites = state.store.list_sites().await?;
+        sites.retain(|site| site.id != OPERATOR_SITE_ID);
+        sites.sort_by_key(|site| site.name.to_lowercase());
+        Ok(sites
+            .into_iter()
+            .map(|site| (site, Access::Operator))
+            .collect())
+    } else {
+        Ok(state
+            .store
+            .sites_of_member(&viewer.user.id)
+            .await?
+            .into_iter()
+            .map(|(site, role)| (site, Access::Member(role)))
+            .collect())
+    }
+}
+
+fn access_label(access: Access) -> &'static str {
+    match access {
+        Access::Operator => "operator",
+        Access::Member(role) => role.as_str(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct NewSiteForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// The `New site` form, with what was typed and the error of its field.
+fn new_site_form(viewer: &Viewer, input: &NewSiteForm, error: Option<(&str, &str)>) -> Markup {
+    let error_of = |field: &str| {
+        error
+            .filter(|(name, _)| *name == field)
+            .map(|(_, text)| text)
+    };
+    html! {
+        section.card aria-labelledby="new-site" {
+            h2 #new-site { "New site" }
+            form method="post" action="/sites" {
+                input type="hidden" name="csrf" value=(viewer.session.csrf_token);
+                label for="site-name" { "Name" }
+                input #site-name name="name" value=(input.name) required maxlength="200";
+                (field_error(error_of("name")))
+                label for="site-url" { "URL" }
+                input #site-url name="url" type="url" value=(input.url) placeholder="https://example.com";
+                (field_error(error_of("url")))
+                label for="site-description" { "Description" }
+                textarea #site-description name="description" rows="2" maxlength="2000" { (input.description) }
+                (field_error(error_of("description")))
+                button.primary type="submit" { "Create site" }
+            }
+        }
+    }
+}
+
+fn sites_table(sites: &[(Site, Access)]) -> Markup {
+    html! {
+        @if sites.is_empty() {
+            (empty("No sites yet. An operator creates sites; an owner of a site can invite you to it."))
+        } @else {
+            table {
+                thead { tr { th { "Site" } th { "URL" } th { "Your role" } th { "Created" } } }
+                tbody {
+                    @for (site, access) in sites {
+                        tr {
+                            td { a href=(format!("/sites/{}", site.id)) { (site.name) } }
+                            td { @if let Some(url) = &site.url { (url) } @else { span.muted { "—" } } }
+                            td { span.badge { (access_label(*access)) } }
+                            td { (when(site.created_at)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn list(State(state): State<AppState>, viewer: Viewer) -> Result<Html<String>, DashError> {
+    let sites = visible_sites(&state, &viewer).await?;
+    Ok(page(
+        &viewer,
+        "Sites",
+        &[],
+        html! {
+            (sites_table(&sites))
+            @if viewer.user.is_admin { (new_site_form(&viewer, &NewSiteForm::default(), None)) }
+        },
+    ))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    post: Post<NewSiteForm>,
+) -> Result<Response, DashError> {
+    let Post { viewer, form } = post;
+    if !viewer.user.is_admin {
+        return Err(DashError::Forbidden);
+    }
+    let optional = |text: &str| {
+        Some(text.trim())
+            .filter(|text| !text.is_empty())
+            .map(str::to_string)
+    };
+    let (url, description) = (optional(&form.url), optional(&form.description));
+    let made = new_site(
+        SiteFields {
+            name: form.name.trim(),
+            url: url.as_deref(),
+            description: description.as_deref(),
+            confidence_threshold: None,
+            external_analyzer_url: None,
+        },
+        state.config.dev,
+    );
+    let new = match made {
+        Ok(new) => new,
+        Err(AppError::Invalid { field, message }) => {
+            // The form again, with the error next to its field.
+            let sites = visible_sites(&state, &viewer).await?;
+            let field = field.unwrap_or_default();
+            let body = html! {
+                (sites_table(&sites))
+                (new_site_form(&viewer, &form, Some((field.as_str(), message.as_str()))))
+            };
+            let mut response = page(&viewer, "Sites", &[], body).into_response();
+            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(response);
+        }
+        Err(other) => return Err(other.into()),
+    };
+    state
+        .store
+        .create_site(&new.site, &new.default_group)
+        .await?;
+    state
+        .store
+        .record_audit(&AuditEntry {
+            id: AuditId::generate(),
+            site_id: Some(new.site.id.clone()),
+            actor: Some(viewer.actor()),
+            action: "site.created".into(),
+            target: Some(new.site.id.to_string()),
+            detail: serde_json::json!({"name": new.site.name}),
+            created_at: Timestamp::now(),
+        })
+        .await?;
+    let site_path = format!("/sites/{}", new.site.id);
+    Ok(page(
+        &viewer,
+        &format!("{} created", new.site.name),
+        &[("Sites", "/sites".into())],
+        html! {
+            p { "The site's key lets its application submit media and manage its webhooks through the API." }
+            (reveal_once("Site key", "site-key", &new.site_key))
+            p { a.button href=(site_path) { "Open " (new.site.name) } }
+        },
+    )
+    .into_response())
+}
+
+/// healthy, failing or disabled, as the health page counts it.
+fn endpoint_state(endpoint: &Endpoint, failing_after: i64) -> &'static str {
+    if !endpoint.active {
+        "disabled"
+    } else if endpoint.health.consecutive_failures >= failing_after {
+        "failing"
+    } else {
+        "healthy"
+    }
+}
+
+async fn site_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(site_id): Path<SiteId>,
+) -> Result<Html<String>, DashError> {
+    if site_id == OPERATOR_SITE_ID {
+        return Err(DashError::NotFound);
+    }
+    let access = viewer.access(&state, &site_id).await?;
+    let site = state
+        .store
+        .get_site(&site_id)
+        .await?
+        .ok_or(DashError::NotFound)?;
+    let role = access.role();
+    let endpoints = if role.can_manage_webhooks() {
+        Some(state.store.list_endpoints(&site.id).await?)
+    } else {
+        None
+    };
+    let failing_after = state.deliverer.failing_after();
+    Ok(page(
+        &viewer,
+        &site.name,
+        &[("Sites", "/sites".into())],
+        html! {
+            dl.facts {
+                dt { "Your role" } dd { span.badge { (access_label(access)) } }
+                dt { "URL" } dd { @if let Some(url) = &site.url { (url) } @else { span.muted { "none" } } }
+                @if let Some(description) = &site.description { dt { "Description" } dd { (description) } }
+                dt { "Created" } dd { (when(site.created_at)) }
+            }
+            @if let Some(endpoints) = endpoints {
+                section aria-labelledby="webhooks" {
+                    h2 #webhooks { "Webhooks" }
+                    @if endpoints.is_empty() {
+                        (empty("No webhook endpoints yet. Add one to receive media.created and media.moderated events."))
+                    } @else {
+                        table {
+                            thead { tr { th { "State" } th { "Endpoint URL" } th { "Events" } th { "Ordering" } } }
+                            tbody {
+                                @for endpoint in &endpoints {
+                                    @let endpoint_state = endpoint_state(endpoint, failing_after);
+                                    tr {
+                                        td { span class=(format!("state {endpoint_state}")) { (endpoint_state) } }
+                                        td { code { (endpoint.url) } }
+                                        td { (endpoint.events.iter().map(|event| event.as_str()).collect::<Vec<_>>().join(", ")) }
+                                        td { @if endpoint.strict_ordering { "strict" } @else { "per media item" } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } @else {
+                p.muted { "As a " (Role::Moderator) ", you work this site's moderation queue; its webhooks and secrets are for its owners and developers." }
+            }
+        },
+    ))
+}
