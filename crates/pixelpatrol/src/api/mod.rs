@@ -12,7 +12,7 @@ mod query;
 mod rule_groups;
 pub mod sites;
 pub mod validate;
-mod webhooks;
+pub mod webhooks;
 
 use axum::Router;
 use axum::body::Bytes;

@@ -44,7 +44,7 @@ pub fn router() -> Router<AppState> {
 
 /// The events a site's endpoint may subscribe to, as the errors list them:
 /// every event type but the operator's alerts.
-fn subscribable_events() -> String {
+pub fn subscribable_events() -> String {
     EventType::ALL
         .iter()
         .filter(|event| !event.is_operator_alert())
@@ -85,7 +85,7 @@ fn parse_events(events: &[String]) -> Result<Vec<EventType>> {
 }
 
 /// "Generate or enter a webhook secret": 16–256 printable characters.
-fn check_secret(secret: &str) -> Result<String> {
+pub fn check_secret(secret: &str) -> Result<String> {
     let length = secret.chars().count();
     if !(16..=256).contains(&length) {
         return Err(AppError::invalid(
@@ -156,6 +156,40 @@ struct CreateEndpoint {
     strict_ordering: Option<bool>,
 }
 
+/// What a new endpoint is made from, checked field by field (the API and
+/// the dashboard both create endpoints through [`new_endpoint`]).
+pub struct EndpointFields<'a> {
+    pub url: &'a str,
+    /// `None`: one is generated.
+    pub secret: Option<&'a str>,
+    pub events: &'a [String],
+    pub active: bool,
+    pub description: Option<&'a str>,
+    pub strict_ordering: bool,
+}
+
+pub fn new_endpoint(site_id: &SiteId, fields: EndpointFields<'_>, dev: bool) -> Result<Endpoint> {
+    let now = Timestamp::now();
+    Ok(Endpoint {
+        id: EndpointId::generate(),
+        site_id: site_id.clone(),
+        url: endpoint_url("url", fields.url, dev)?,
+        secret: match fields.secret {
+            Some(secret) => check_secret(secret)?,
+            None => new_webhook_secret(),
+        },
+        events: parse_events(fields.events)?,
+        active: fields.active,
+        description: optional_text("description", fields.description, 2000)?,
+        strict_ordering: fields.strict_ordering,
+        disabled_reason: None,
+        disabled_at: None,
+        health: Default::default(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
 async fn create_endpoint(
     caller: Caller,
     State(state): State<AppState>,
@@ -163,25 +197,18 @@ async fn create_endpoint(
     ApiJson(input): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<NewEndpointOut>)> {
     load_site(&state, &caller, &site_id).await?;
-    let now = Timestamp::now();
-    let endpoint = Endpoint {
-        id: EndpointId::generate(),
-        site_id,
-        url: endpoint_url("url", &input.url, state.config.dev)?,
-        secret: match input.secret {
-            Some(secret) => check_secret(&secret)?,
-            None => new_webhook_secret(),
+    let endpoint = new_endpoint(
+        &site_id,
+        EndpointFields {
+            url: &input.url,
+            secret: input.secret.as_deref(),
+            events: &input.events,
+            active: input.active.unwrap_or(true),
+            description: input.description.as_deref(),
+            strict_ordering: input.strict_ordering.unwrap_or(false),
         },
-        events: parse_events(&input.events)?,
-        active: input.active.unwrap_or(true),
-        description: optional_text("description", input.description.as_deref(), 2000)?,
-        strict_ordering: input.strict_ordering.unwrap_or(false),
-        disabled_reason: None,
-        disabled_at: None,
-        health: Default::default(),
-        created_at: now,
-        updated_at: now,
-    };
+        state.config.dev,
+    )?;
     state.store.create_endpoint(&endpoint).await?;
     Ok((
         StatusCode::CREATED,
@@ -312,20 +339,20 @@ async fn delete_endpoint(
 
 /// The outcome of a test send.
 #[derive(Serialize)]
-struct TestOut {
-    delivery_id: DeliveryId,
-    event_id: EventId,
-    success: bool,
-    status_code: Option<u16>,
-    duration_ms: i64,
-    error: Option<TestError>,
-    next_attempt_at: Option<Timestamp>,
+pub struct TestOut {
+    pub delivery_id: DeliveryId,
+    pub event_id: EventId,
+    pub success: bool,
+    pub status_code: Option<u16>,
+    pub duration_ms: i64,
+    pub error: Option<TestError>,
+    pub next_attempt_at: Option<Timestamp>,
 }
 
 #[derive(Serialize)]
-struct TestError {
-    class: &'static str,
-    message: String,
+pub struct TestError {
+    pub class: &'static str,
+    pub message: String,
 }
 
 /// Sends a `test.webhook` event to this endpoint now, whatever its event
@@ -337,16 +364,22 @@ async fn send_test(
     Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
 ) -> Result<Json<TestOut>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
+    Ok(Json(send_test_webhook(&state, &endpoint).await?))
+}
+
+/// Writes a `test.webhook` delivery to `endpoint`, sends it at once and
+/// records the attempt (the API's `…/test` and the dashboard's button).
+pub async fn send_test_webhook(state: &AppState, endpoint: &Endpoint) -> Result<TestOut> {
     let now = Timestamp::now();
     // Test events have a lane of their own each.
     let media_id = new_id("test");
     let event = NewEvent::new(
         EventType::TestWebhook,
-        &site_id,
+        &endpoint.site_id,
         &media_id,
         TestWebhook {
             media_id: media_id.clone(),
-            site_id: site_id.to_string(),
+            site_id: endpoint.site_id.to_string(),
             status: "test".into(),
             is_test: true,
             message: "Test webhook received successfully".into(),
@@ -359,7 +392,7 @@ async fn send_test(
     let claimed = state
         .store
         .create_leased_delivery(
-            &endpoint,
+            endpoint,
             &event,
             &delivery_id,
             &LeaseToken::generate(),
@@ -367,7 +400,7 @@ async fn send_test(
         )
         .await?;
     let (outcome, record) = state.deliverer.send_now(&claimed).await?;
-    Ok(Json(TestOut {
+    Ok(TestOut {
         delivery_id,
         event_id: event.id,
         success: outcome.succeeded(),
@@ -381,5 +414,5 @@ async fn send_test(
             NextStep::RetryAt(at) => Some(at),
             _ => None,
         },
-    }))
+    })
 }

@@ -13,6 +13,7 @@ mod layout;
 pub mod session;
 mod sign_in;
 mod sites;
+mod webhooks;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -21,6 +22,31 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::api::AppState;
+use crate::model::{AuditEntry, AuditId, SiteId, Timestamp};
+use session::Viewer;
+
+/// Records in the site's audit log that the viewer did `action` to `target`.
+async fn audit(
+    state: &AppState,
+    viewer: &Viewer,
+    site_id: &SiteId,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    state
+        .store
+        .record_audit(&AuditEntry {
+            id: AuditId::generate(),
+            site_id: Some(site_id.clone()),
+            actor: Some(viewer.actor()),
+            action: action.into(),
+            target: Some(target.into()),
+            detail,
+            created_at: Timestamp::now(),
+        })
+        .await
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,6 +55,7 @@ pub fn router() -> Router<AppState> {
         .route("/assets/app.js", get(script))
         .merge(sign_in::router())
         .merge(sites::router())
+        .merge(webhooks::router())
 }
 
 const STYLESHEET: &str = include_str!("assets/app.css");

@@ -15,7 +15,7 @@ use crate::alerts::OPERATOR_SITE_ID;
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::api::sites::{SiteFields, new_site};
-use crate::model::{Access, AuditEntry, AuditId, Endpoint, Role, Site, SiteId, Timestamp};
+use crate::model::{Access, Role, Site, SiteId};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -170,18 +170,16 @@ async fn create(
         .store
         .create_site(&new.site, &new.default_group)
         .await?;
-    state
-        .store
-        .record_audit(&AuditEntry {
-            id: AuditId::generate(),
-            site_id: Some(new.site.id.clone()),
-            actor: Some(viewer.actor()),
-            action: "site.created".into(),
-            target: Some(new.site.id.to_string()),
-            detail: serde_json::json!({"name": new.site.name}),
-            created_at: Timestamp::now(),
-        })
-        .await?;
+    let detail = serde_json::json!({"name": new.site.name});
+    super::audit(
+        &state,
+        &viewer,
+        &new.site.id,
+        "site.created",
+        new.site.id.as_str(),
+        detail,
+    )
+    .await?;
     let site_path = format!("/sites/{}", new.site.id);
     Ok(page(
         &viewer,
@@ -194,17 +192,6 @@ async fn create(
         },
     )
     .into_response())
-}
-
-/// healthy, failing or disabled, as the health page counts it.
-fn endpoint_state(endpoint: &Endpoint, failing_after: i64) -> &'static str {
-    if !endpoint.active {
-        "disabled"
-    } else if endpoint.health.consecutive_failures >= failing_after {
-        "failing"
-    } else {
-        "healthy"
-    }
 }
 
 async fn site_page(
@@ -242,24 +229,7 @@ async fn site_page(
             @if let Some(endpoints) = endpoints {
                 section aria-labelledby="webhooks" {
                     h2 #webhooks { "Webhooks" }
-                    @if endpoints.is_empty() {
-                        (empty("No webhook endpoints yet. Add one to receive media.created and media.moderated events."))
-                    } @else {
-                        table {
-                            thead { tr { th { "State" } th { "Endpoint URL" } th { "Events" } th { "Ordering" } } }
-                            tbody {
-                                @for endpoint in &endpoints {
-                                    @let endpoint_state = endpoint_state(endpoint, failing_after);
-                                    tr {
-                                        td { span class=(format!("state {endpoint_state}")) { (endpoint_state) } }
-                                        td { code { (endpoint.url) } }
-                                        td { (endpoint.events.iter().map(|event| event.as_str()).collect::<Vec<_>>().join(", ")) }
-                                        td { @if endpoint.strict_ordering { "strict" } @else { "per media item" } }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    (super::webhooks::endpoints_table(&site, &endpoints, failing_after))
                 }
             } @else {
                 p.muted { "As a " (Role::Moderator) ", you work this site's moderation queue; its webhooks and secrets are for its owners and developers." }

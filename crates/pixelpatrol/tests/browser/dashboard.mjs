@@ -4,7 +4,8 @@
 // real server on a fresh database; prints one JSON line of what it learned
 // (the new site's key and id) for the Rust side to check against the API.
 //
-// Environment: BASE_URL, EMAIL, PASSWORD, SCREENSHOTS (a directory).
+// Environment: BASE_URL, EMAIL, PASSWORD, SCREENSHOTS (a directory),
+// RECEIVER_URL (a receiver that answers 200).
 import { chromium } from "playwright-core";
 import { mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,6 +15,7 @@ const base = process.env.BASE_URL;
 const email = process.env.EMAIL;
 const password = process.env.PASSWORD;
 const shots = process.env.SCREENSHOTS;
+const receiverUrl = process.env.RECEIVER_URL;
 mkdirSync(shots, { recursive: true });
 
 // A fresh profile each run (playwright passes it as --user-data-dir).
@@ -92,6 +94,46 @@ try {
   const siteId = new URL(page.url()).pathname.split("/").pop();
   await shot(page, "site");
 
+  // Add an endpoint as the webhook guide says: URL, a generated secret, the
+  // events, save. A bad URL first: the error is next to the field.
+  await page.getByRole("link", { name: "Add endpoint" }).click();
+  await page.getByRole("heading", { name: "Add endpoint" }).waitFor();
+  await page.getByLabel("Endpoint URL").fill("ftp://hooks.example.com/pixelpatrol");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByRole("alert").first().waitFor();
+  await page.getByLabel("Endpoint URL").fill(receiverUrl);
+  await page.getByRole("button", { name: "Generate" }).click();
+  const secret = await page.getByLabel("Secret").inputValue();
+  expect(secret.startsWith("whsec_") && secret.length > 40, `a generated secret, got ${secret}`);
+  expect(await page.getByLabel("media.created").isChecked(), "media.created preselected");
+  await page.getByLabel("test.webhook").check();
+  await page.getByLabel("Description").fill("The forum's moderation hook");
+  await shot(page, "add-endpoint");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByRole("heading", { name: receiverUrl }).waitFor();
+  const endpointPath = new URL(page.url()).pathname;
+  const endpointId = endpointPath.split("/").pop();
+
+  // Send a test webhook: the outcome appears in the page, which stays.
+  await page.getByRole("button", { name: "Send test webhook" }).click();
+  await page.getByRole("status").filter({ hasText: "Test webhook delivered" }).waitFor();
+  expect(new URL(page.url()).pathname === endpointPath, `still on the endpoint, at ${page.url()}`);
+  const outcome = await page.getByRole("status").filter({ hasText: "Test webhook delivered" }).textContent();
+  expect(/HTTP 200/.test(outcome), `the status code shown, got ${outcome}`);
+  await shot(page, "test-webhook");
+
+  // Reveal the secret: the one generated in the form.
+  await page.getByRole("button", { name: "Reveal secret" }).click();
+  const revealed = page.getByRole("status").filter({ hasText: "Signing secret" });
+  await revealed.waitFor();
+  expect((await revealed.locator("code").textContent()).trim() === secret, "the revealed secret is the saved one");
+
+  // The site's page lists the endpoint as healthy.
+  await page.getByRole("link", { name: "Acme Forum" }).click();
+  const endpointRow = page.getByRole("row").filter({ hasText: receiverUrl });
+  await endpointRow.getByText("healthy").waitFor();
+  await shot(page, "site-with-endpoint");
+
   // The list shows it, with the operator's role and a local time.
   await page.getByRole("link", { name: "Sites", exact: true }).first().click();
   const row = page.getByRole("row").filter({ hasText: "Acme Forum" });
@@ -106,7 +148,7 @@ try {
   await page.goto(`${base}/sites/${siteId}`);
   expect(new URL(page.url()).pathname === "/sign-in", `signed out, at ${page.url()}`);
 
-  console.log(JSON.stringify({ site_key: siteKey, site_id: siteId }));
+  console.log(JSON.stringify({ site_key: siteKey, site_id: siteId, endpoint_id: endpointId, secret }));
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
-use crate::common::{ADMIN_TOKEN, Backend, TestApp, spawn_app};
+use crate::common::{ADMIN_TOKEN, Backend, Receiver, TestApp, spawn_app};
 use pixelpatrol::model::{AuditEntry, Role};
 
 both_backends!(
@@ -97,6 +97,7 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> Result<(String, 
 
 async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backend: Backend) {
     let app = spawn_app(backend).await;
+    let receiver = Receiver::start().await;
     operator(&app, "operator@example.com").await;
     let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -111,6 +112,7 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
             .env("EMAIL", "operator@example.com")
             .env("PASSWORD", PASSWORD)
             .env("SCREENSHOTS", &shots)
+            .env("RECEIVER_URL", &receiver.url)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -144,22 +146,55 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         .unwrap()
         .unwrap();
     assert_ne!(stored.key_hash, site_key);
-    // The creation is in the site's audit log, with who did it.
+    // The test webhook reached the receiver, signed with the secret the
+    // form generated (an off-the-shelf Standard Webhooks library agrees).
+    let tests = receiver.wait_for_count(1).await;
+    assert_eq!(tests[0].event(), "test.webhook");
+    let secret = learned["secret"].as_str().unwrap();
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&tests[0].body, &tests[0].headers)
+        .unwrap();
+    // The endpoint as the API sees it: what the form said.
+    let endpoint_path = format!(
+        "/v1/sites/{}/webhooks/{}",
+        learned["site_id"].as_str().unwrap(),
+        learned["endpoint_id"].as_str().unwrap()
+    );
+    let (status, endpoint) = app.get(&endpoint_path, site_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        endpoint["events"],
+        serde_json::json!(["media.created", "media.moderated", "test.webhook"])
+    );
+    assert_eq!(endpoint["description"], "The forum's moderation hook");
+    assert_eq!(endpoint["active"], true);
+    // Who did what, newest first, and never a secret.
     let log: Vec<AuditEntry> = app
         .store()
         .await
         .list_audit(&stored.id, None, 10)
         .await
         .unwrap();
-    assert_eq!(log.len(), 1);
-    assert_eq!(log[0].action, "site.created");
-    assert_eq!(log[0].actor.as_ref().unwrap().email, "operator@example.com");
+    let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["secret.revealed", "endpoint.created", "site.created"]
+    );
+    assert!(
+        log.iter()
+            .all(|entry| entry.actor.as_ref().unwrap().email == "operator@example.com")
+    );
+    assert!(!log[1].detail.to_string().contains(secret));
     for page in [
         "01-sign-in",
         "03-new-site-error",
         "04-site-created",
         "05-site",
-        "06-sites",
+        "06-add-endpoint",
+        "07-test-webhook",
+        "08-site-with-endpoint",
+        "09-sites",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

@@ -35,7 +35,52 @@ function copyButtons(root) {
   }
 }
 
+// "Generate" fills a secret field with whsec_ and 32 random bytes (base64),
+// the Standard Webhooks form. Without the script, an empty field has the
+// server generate one.
+function secretButtons(root) {
+  for (const button of root.querySelectorAll("button[data-generate-secret]")) {
+    button.addEventListener("click", () => {
+      const field = document.getElementById(button.dataset.generateSecret);
+      const bytes = crypto.getRandomValues(new Uint8Array(32));
+      field.value = "whsec_" + btoa(String.fromCharCode(...bytes));
+    });
+  }
+}
+
+// Forms marked data-inline post in the background and put the answer's
+// element of that id in place, so the outcome shows without leaving the
+// page. Without the script they post normally and the page comes back
+// with the outcome in the same place.
+function inlineForms(root) {
+  for (const form of root.querySelectorAll("form[data-inline]")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const target = document.getElementById(form.dataset.inline);
+      const button = form.querySelector("button");
+      button.disabled = true;
+      target.setAttribute("aria-busy", "true");
+      try {
+        const response = await fetch(form.action, { method: "POST", body: new URLSearchParams(new FormData(form)) });
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = page.getElementById(form.dataset.inline);
+        target.replaceChildren(...(fresh ? fresh.childNodes : page.body.childNodes));
+        enhance(target);
+      } finally {
+        button.disabled = false;
+        target.removeAttribute("aria-busy");
+      }
+    });
+  }
+}
+
+function enhance(root) {
+  localTimes(root);
+  copyButtons(root);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  localTimes(document);
-  copyButtons(document);
+  enhance(document);
+  secretButtons(document);
+  inlineForms(document);
 });
