@@ -169,6 +169,12 @@ pub struct Config {
     #[arg(long, env = "PIXELPATROL_METRICS_PER_ENDPOINT")]
     pub metrics_per_endpoint: bool,
 
+    /// The address people reach this server at, e.g.
+    /// `https://moderation.example.com`: invitation links start with it.
+    /// Unset: the address each request came to.
+    #[arg(long, env = "PIXELPATROL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// A dashboard session not used for this long ends (sign in again).
     #[arg(long, env = "PIXELPATROL_SESSION_IDLE", default_value = "12h", value_parser = humantime::parse_duration)]
     pub session_idle: Duration,

@@ -110,6 +110,36 @@ pub async fn verify_password_or_burn(password: &str, phc: Option<&str>) -> bool 
     }
 }
 
+/// An operator invitation for `email` (the first operator's setup link);
+/// returns the link's token, which is not kept.
+pub async fn invite_operator(store: &DynStore, email: &str) -> anyhow::Result<String> {
+    let token = crate::util::random_token("ppi_", 43);
+    let now = Timestamp::now();
+    let invitation = crate::model::Invitation {
+        id: crate::model::InvitationId::generate(),
+        token_hash: crate::util::sha256_hex(&token),
+        site_id: None,
+        email: email.to_string(),
+        role: None,
+        is_admin: true,
+        invited_by: None,
+        created_at: now,
+        expires_at: now.plus_ms(crate::model::people::INVITATION_LIFETIME_MS),
+        accepted_at: None,
+    };
+    let audit = crate::model::AuditEntry {
+        id: crate::model::AuditId::generate(),
+        site_id: None,
+        actor: None,
+        action: "operator.invited".into(),
+        target: Some(invitation.id.to_string()),
+        detail: serde_json::json!({"email": email, "by": "command line"}),
+        created_at: now,
+    };
+    store.create_invitation(&invitation, &audit).await?;
+    Ok(token)
+}
+
 /// Creates an account with a password (`pixelpatrol users create`).
 pub async fn create_account(
     store: &DynStore,

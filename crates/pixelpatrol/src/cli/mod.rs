@@ -35,7 +35,8 @@ pub enum Command {
 pub enum UsersCommand {
     /// Create an account; its password is read from the first line of
     /// standard input (e.g. `printf '%s\n' "$PASSWORD" | pixelpatrol users
-    /// create --email you@example.com --admin`).
+    /// create --email you@example.com --admin`), or, with `--setup-link`,
+    /// chosen by its owner through a one-time link printed once.
     Create(CreateUser),
 }
 
@@ -47,6 +48,17 @@ pub struct CreateUser {
     /// Make it an operator: sees and manages every site.
     #[arg(long)]
     pub admin: bool,
+    /// Print a one-time link (valid 7 days) where the operator chooses their
+    /// own password, instead of reading one from standard input.
+    #[arg(long, requires = "admin")]
+    pub setup_link: bool,
+    /// Where the server is reached, for the setup link (as `serve --public-url`).
+    #[arg(
+        long,
+        env = "PIXELPATROL_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
     /// The server's database (as `pixelpatrol serve --database-url`).
     #[arg(
         long,
@@ -127,11 +139,23 @@ pub async fn main() -> anyhow::Result<()> {
 }
 
 async fn create_user(create: CreateUser) -> anyhow::Result<()> {
+    let store = crate::store::connect(&create.database_url, 2).await?;
+    if create.setup_link {
+        let email = crate::people::parse_email(&create.email)?;
+        if store.user_by_email(&email).await?.is_some() {
+            anyhow::bail!("{}", crate::people::AccountError::EmailTaken);
+        }
+        let token = crate::people::invite_operator(&store, &email).await?;
+        println!(
+            "open this link to choose the password of {email} (valid 7 days, works once):\n{}/invitations/{token}",
+            create.public_url.trim_end_matches('/')
+        );
+        return Ok(());
+    }
     let mut password = String::new();
     std::io::stdin().read_line(&mut password)?;
     // The line's end is not part of the password; spaces inside are.
     let password = password.trim_end_matches(['\n', '\r']);
-    let store = crate::store::connect(&create.database_url, 2).await?;
     match crate::people::create_account(&store, &create.email, password, create.admin).await? {
         Ok(user) => {
             let kind = if user.is_admin { "operator" } else { "account" };

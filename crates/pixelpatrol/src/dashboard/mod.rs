@@ -9,7 +9,9 @@
 //! site a 404, and every state-changing form carries its CSRF token
 //! ([`session::Post`]).
 
+mod invitations;
 mod layout;
+mod members;
 pub mod session;
 mod sign_in;
 mod sites;
@@ -25,6 +27,25 @@ use crate::api::AppState;
 use crate::model::{AuditEntry, AuditId, SiteId, Timestamp};
 use session::Viewer;
 
+/// An audit entry: the viewer did `action` to `target` on the site.
+fn audit_entry(
+    viewer: &Viewer,
+    site_id: &SiteId,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        id: AuditId::generate(),
+        site_id: Some(site_id.clone()),
+        actor: Some(viewer.actor()),
+        action: action.into(),
+        target: Some(target.into()),
+        detail,
+        created_at: Timestamp::now(),
+    }
+}
+
 /// Records in the site's audit log that the viewer did `action` to `target`.
 async fn audit(
     state: &AppState,
@@ -34,18 +55,8 @@ async fn audit(
     target: &str,
     detail: serde_json::Value,
 ) -> anyhow::Result<()> {
-    state
-        .store
-        .record_audit(&AuditEntry {
-            id: AuditId::generate(),
-            site_id: Some(site_id.clone()),
-            actor: Some(viewer.actor()),
-            action: action.into(),
-            target: Some(target.into()),
-            detail,
-            created_at: Timestamp::now(),
-        })
-        .await
+    let entry = audit_entry(viewer, site_id, action, target, detail);
+    state.store.record_audit(&entry).await
 }
 
 pub fn router() -> Router<AppState> {
@@ -55,6 +66,8 @@ pub fn router() -> Router<AppState> {
         .route("/assets/app.js", get(script))
         .merge(sign_in::router())
         .merge(sites::router())
+        .merge(members::router())
+        .merge(invitations::router())
         .merge(webhooks::router())
 }
 

@@ -208,6 +208,19 @@ async fn site_page(
         .get_site(&site_id)
         .await?
         .ok_or(DashError::NotFound)?;
+    let members = super::members::section(&state, &viewer, &site, access, None, "").await?;
+    site_page_with(&state, &viewer, &site, access, members).await
+}
+
+/// A site's page: its facts, its webhooks (for those who manage them), and
+/// `people` (the members section, or what an action on it answered).
+pub async fn site_page_with(
+    state: &AppState,
+    viewer: &Viewer,
+    site: &Site,
+    access: Access,
+    people: Markup,
+) -> Result<Html<String>, DashError> {
     let role = access.role();
     let endpoints = if role.can_manage_webhooks() {
         Some(state.store.list_endpoints(&site.id).await?)
@@ -216,7 +229,7 @@ async fn site_page(
     };
     let failing_after = state.deliverer.failing_after();
     Ok(page(
-        &viewer,
+        viewer,
         &site.name,
         &[("Sites", "/sites".into())],
         html! {
@@ -229,11 +242,12 @@ async fn site_page(
             @if let Some(endpoints) = endpoints {
                 section aria-labelledby="webhooks" {
                     h2 #webhooks { "Webhooks" }
-                    (super::webhooks::endpoints_table(&site, &endpoints, failing_after))
+                    (super::webhooks::endpoints_table(site, &endpoints, failing_after))
                 }
             } @else {
                 p.muted { "As a " (Role::Moderator) ", you work this site's moderation queue; its webhooks and secrets are for its owners and developers." }
             }
+            (people)
         },
     ))
 }

@@ -134,6 +134,56 @@ try {
   await endpointRow.getByText("healthy").waitFor();
   await shot(page, "site-with-endpoint");
 
+  // Invite a developer and a moderator: each link is shown once.
+  async function invite(who, role) {
+    await page.getByLabel("Email", { exact: true }).fill(who);
+    await page.getByLabel("Role", { exact: true }).selectOption(role);
+    await page.getByRole("button", { name: "Invite" }).click();
+    const shown = page.getByRole("status").filter({ hasText: `Invitation link for ${who}` });
+    await shown.waitFor();
+    return (await shown.locator("code").textContent()).trim();
+  }
+  const developerLink = await invite("dev@example.com", "developer");
+  const moderatorLink = await invite("mod@example.com", "moderator");
+  await page.getByRole("row").filter({ hasText: "mod@example.com" }).getByText("moderator").waitFor();
+  await shot(page, "members-invited");
+
+  // Each accepts: a password of their own, and they are in, on the site.
+  async function accept(link, who) {
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await page.goto(link);
+    await page.getByText(`as ${who}`).waitFor();
+    await page.getByLabel("Choose a password").fill(`${who} has a long password`);
+    await page.getByLabel("Password again").fill(`${who} has a long password`);
+    await page.getByRole("button", { name: "Accept invitation" }).click();
+    await page.getByRole("heading", { name: "Acme Forum", exact: true }).waitFor();
+  }
+  await accept(developerLink, "dev@example.com");
+  await page.getByRole("heading", { name: "Webhooks" }).waitFor();
+  await page.getByRole("link", { name: receiverUrl }).waitFor();
+  await shot(page, "developer-site");
+
+  await accept(moderatorLink, "mod@example.com");
+  expect((await page.getByRole("heading", { name: "Webhooks" }).count()) === 0, "no webhooks for a moderator");
+  await shot(page, "moderator-site");
+  // The webhook settings and the secret are not for a moderator: 403.
+  const settings = await page.goto(`${base}${endpointPath}`);
+  expect(settings.status() === 403, `a moderator gets 403 on the endpoint, got ${settings.status()}`);
+  await page.getByRole("heading", { name: "Not allowed" }).waitFor();
+  await shot(page, "moderator-forbidden");
+  // A used link does not work twice.
+  await page.goto(moderatorLink);
+  await page.getByRole("heading", { name: "This invitation link does not work" }).waitFor();
+
+  // Back as the operator.
+  await page.goto(`${base}/sites`);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Sites", exact: true }).waitFor();
+
   // The list shows it, with the operator's role and a local time.
   await page.getByRole("link", { name: "Sites", exact: true }).first().click();
   const row = page.getByRole("row").filter({ hasText: "Acme Forum" });

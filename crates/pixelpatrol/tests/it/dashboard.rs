@@ -17,6 +17,8 @@ both_backends!(
     a_form_without_its_csrf_token_is_refused_and_changes_nothing,
     repeated_wrong_passwords_back_off_and_name_no_account,
     each_role_sees_only_what_it_may_on_its_own_sites,
+    the_first_operator_chooses_a_password_through_a_setup_link_printed_once,
+    a_site_keeps_an_owner_and_a_revoked_invitation_does_not_work,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -179,13 +181,47 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
     let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["secret.revealed", "endpoint.created", "site.created"]
+        [
+            "invitation.accepted",
+            "invitation.accepted",
+            "member.invited",
+            "member.invited",
+            "secret.revealed",
+            "endpoint.created",
+            "site.created"
+        ]
+    );
+    let actors: Vec<&str> = log
+        .iter()
+        .map(|entry| entry.actor.as_ref().unwrap().email.as_str())
+        .collect();
+    assert_eq!(&actors[..2], ["mod@example.com", "dev@example.com"]);
+    assert!(
+        actors[2..]
+            .iter()
+            .all(|email| *email == "operator@example.com")
     );
     assert!(
-        log.iter()
-            .all(|entry| entry.actor.as_ref().unwrap().email == "operator@example.com")
+        !log.iter()
+            .any(|entry| entry.detail.to_string().contains(secret))
     );
-    assert!(!log[1].detail.to_string().contains(secret));
+    // The two people hold the roles they were invited with, and only those.
+    let members: Vec<(String, Role)> = app
+        .store()
+        .await
+        .list_members(&stored.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|member| (member.email, member.role))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("dev@example.com".to_string(), Role::Developer),
+            ("mod@example.com".to_string(), Role::Moderator)
+        ]
+    );
     for page in [
         "01-sign-in",
         "03-new-site-error",
@@ -194,7 +230,11 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         "06-add-endpoint",
         "07-test-webhook",
         "08-site-with-endpoint",
-        "09-sites",
+        "09-members-invited",
+        "10-developer-site",
+        "11-moderator-site",
+        "12-moderator-forbidden",
+        "13-sites",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
@@ -389,4 +429,259 @@ async fn each_role_sees_only_what_it_may_on_its_own_sites(backend: Backend) {
         2,
         "no site was created"
     );
+}
+
+/// Accepts an invitation link as a newcomer would: the form, then a password
+/// of their own. Returns the answer to the submission.
+async fn accept_as_newcomer(link: &str, password: &str) -> reqwest::Response {
+    let http = browserless();
+    let form = http.get(link).send().await.unwrap();
+    assert_eq!(form.status(), StatusCode::OK, "the invitation page");
+    let form_cookie = set_cookie(&form, "pixelpatrol_sign_in").expect("the form cookie");
+    let csrf = csrf_of(&form.text().await.unwrap());
+    http.post(link)
+        .header(COOKIE, format!("pixelpatrol_sign_in={form_cookie}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("password", password),
+            ("password_again", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn the_first_operator_chooses_a_password_through_a_setup_link_printed_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixelpatrol"))
+        .args([
+            "users",
+            "create",
+            "--email",
+            "First@Example.com",
+            "--admin",
+            "--setup-link",
+        ])
+        .env("PIXELPATROL_DATABASE_URL", &app.db.url)
+        .env("PIXELPATROL_PUBLIC_URL", &app.address)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let link = stdout
+        .split_whitespace()
+        .find(|word| word.starts_with(&format!("{}/invitations/", app.address)))
+        .expect("a setup link")
+        .to_string();
+    // No account until the link is used; a short password is refused.
+    let store = app.store().await;
+    assert!(
+        store
+            .user_by_email("first@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let short = accept_as_newcomer(&link, "short").await;
+    assert_eq!(short.status(), StatusCode::OK);
+    assert!(
+        short
+            .text()
+            .await
+            .unwrap()
+            .contains("at least 12 characters")
+    );
+    let accepted = accept_as_newcomer(&link, PASSWORD).await;
+    assert_eq!(accepted.status(), StatusCode::SEE_OTHER);
+    let operator = store
+        .user_by_email("first@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(operator.is_admin);
+    // Signed in by accepting, and able to sign in again.
+    let session = set_cookie(&accepted, "pixelpatrol_session").expect("signed in");
+    let sites = browserless()
+        .get(format!("{}/sites", app.address))
+        .header(COOKIE, format!("pixelpatrol_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sites.status(), StatusCode::OK);
+    assert!(sites.text().await.unwrap().contains("New site"));
+    sign_in(&app, "first@example.com", PASSWORD).await.unwrap();
+    // The link worked once.
+    let again = browserless().get(&link).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    assert!(again.text().await.unwrap().contains("does not work"));
+}
+
+async fn a_site_keeps_an_owner_and_a_revoked_invitation_does_not_work(backend: Backend) {
+    let app = spawn_app(backend).await;
+    operator(&app, "operator@example.com").await;
+    let site = app.create_site().await;
+    let (cookie, csrf) = sign_in(&app, "operator@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let http = browserless();
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let mut form = form;
+        form.push(("csrf", csrf.clone()));
+        http.post(format!("{}{path}", app.address))
+            .header(COOKIE, &cookie)
+            .form(&form)
+            .send()
+    };
+    let invite = |email: &'static str, role: &'static str| {
+        post(
+            format!("/sites/{}/invitations", site.id),
+            vec![("email", email.to_string()), ("role", role.to_string())],
+        )
+    };
+    // A bad email or role: the form again, the error next to the field.
+    let bad = invite("not an email", "owner").await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("that is not an email address")
+    );
+    let bad = invite("x@example.com", "admin").await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // An owner joins through a link.
+    let page = invite("owner@example.com", "owner")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let link = page
+        .split('>')
+        .find_map(|part| {
+            part.split('<')
+                .next()
+                .filter(|text| text.contains("/invitations/ppi_"))
+        })
+        .expect("the link in the page")
+        .to_string();
+    assert_eq!(
+        accept_as_newcomer(&link, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let store = app.store().await;
+    let owner = store
+        .user_by_email("owner@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let site_id = site.id.as_str().into();
+    assert_eq!(
+        store.member_role(&site_id, &owner.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+
+    // The only owner can be neither demoted nor removed…
+    let demote = post(
+        format!("/sites/{}/members/{}/role", site.id, owner.id),
+        vec![("role", "developer".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(demote.status(), StatusCode::BAD_REQUEST);
+    assert!(demote.text().await.unwrap().contains("at least one owner"));
+    let remove = post(
+        format!("/sites/{}/members/{}/remove", site.id, owner.id),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(remove.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        store.member_role(&site_id, &owner.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+
+    // …and a revoked invitation is refused, telling nothing more.
+    let page = invite("late@example.com", "moderator")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let late_link = page
+        .split('>')
+        .find_map(|part| {
+            part.split('<')
+                .next()
+                .filter(|text| text.contains("/invitations/ppi_"))
+        })
+        .unwrap()
+        .to_string();
+    let pending = store
+        .pending_invitations(Some(&site_id), pixelpatrol::model::Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    let revoked = post(
+        format!("/sites/{}/invitations/{}/revoke", site.id, pending[0].id),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    let refused = browserless().get(&late_link).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    assert!(
+        store
+            .user_by_email("late@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A second owner: now the first may step down.
+    let second = pixelpatrol::people::create_account(&store, "second@example.com", PASSWORD, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let audit = AuditEntry {
+        id: pixelpatrol::model::AuditId::generate(),
+        site_id: Some(site_id.clone()),
+        actor: None,
+        action: "member.added".into(),
+        target: None,
+        detail: serde_json::json!({}),
+        created_at: pixelpatrol::model::Timestamp::now(),
+    };
+    store
+        .set_member(&site_id, &second.id, Role::Owner, audit.created_at, &audit)
+        .await
+        .unwrap();
+    let demote = post(
+        format!("/sites/{}/members/{}/role", site.id, owner.id),
+        vec![("role", "developer".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(demote.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        store.member_role(&site_id, &owner.id).await.unwrap(),
+        Some(Role::Developer)
+    );
+    let actions: Vec<String> = store
+        .list_audit(&site_id, None, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.action)
+        .collect();
+    assert!(actions.contains(&"member.role_changed".to_string()));
+    assert!(actions.contains(&"invitation.revoked".to_string()));
 }
