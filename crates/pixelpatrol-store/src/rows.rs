@@ -17,7 +17,7 @@ use pixelpatrol_core::model::{
 /// What a health change reports of its endpoint.
 pub const CHANGE_COLUMNS: &str = "id, site_id, url, consecutive_failures, disabled_reason, last_failure_at, \
      last_failure_class, last_failure_status, last_failure_message";
-pub const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, rule_group_id, ai_labels, applied_rules, processing_ms, created_at, updated_at, moderated_at";
+pub const MEDIA_COLUMNS: &str = "id, site_id, app_media_id, content_type, content_url, body, metadata, status, review_note, decided_by, reviewer_id, reviewer_email, rule_group_id, ai_labels, applied_rules, processing_ms, created_at, updated_at, moderated_at";
 pub const DELIVERY_COLUMNS: &str = "seq, id, event_id, event_type, endpoint_id, site_id, ordering_key, status, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at";
 pub const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, started_at, duration_ms, status_code, response_body, error_class, error_message, next_attempt_at";
 
@@ -139,6 +139,8 @@ pub struct MediaRow {
     pub status: String,
     pub review_note: Option<String>,
     pub decided_by: Option<String>,
+    pub reviewer_id: Option<String>,
+    pub reviewer_email: Option<String>,
     pub rule_group_id: Option<String>,
     /// JSON array of labels; absent before the first analysis.
     pub ai_labels: Option<String>,
@@ -175,6 +177,13 @@ impl TryFrom<MediaRow> for Media {
                     DecidedBy::parse(text).with_context(|| format!("unknown decider {text:?}"))?,
                 ),
                 None => None,
+            },
+            reviewer: match (row.reviewer_id, row.reviewer_email) {
+                (Some(user_id), Some(email)) => Some(pixelpatrol_core::model::Actor {
+                    user_id: user_id.into(),
+                    email,
+                }),
+                _ => None,
             },
             rule_group_id: row.rule_group_id.map(Into::into),
             processing_ms: row.processing_ms,

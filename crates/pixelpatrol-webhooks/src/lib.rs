@@ -25,8 +25,8 @@
 mod payload;
 
 pub use payload::{
-    AiResults, EndpointAlert, EventType, LastFailure, MediaCreated, MediaModerated, TestWebhook,
-    UnknownEventType, WebhookEvent,
+    AiResults, EndpointAlert, EventType, LastFailure, MediaCreated, MediaModerated, Reviewer,
+    TestWebhook, UnknownEventType, WebhookEvent,
 };
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -138,6 +138,16 @@ pub struct MediaModerated {
     /// The reviewer's note, for manual decisions that carry one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The person who decided, for reviews made in the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<Reviewer>,
+}
+
+/// A person who reviewed an item (`media.moderated`'s `reviewer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reviewer {
+    pub user_id: String,
+    pub email: String,
 }
 
 /// What the analyzers found.

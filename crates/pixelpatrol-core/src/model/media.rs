@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::moderation::{DecidedBy, Label, MediaStatus, RuleOutcome, Verdict};
-use super::{LeaseToken, MediaId, RuleGroupId, SiteId, Timestamp};
+use super::{Actor, LeaseToken, MediaId, RuleGroupId, SiteId, Timestamp};
 
 #[derive(Debug, Clone)]
 pub struct Media {
@@ -17,6 +17,9 @@ pub struct Media {
     pub status: MediaStatus,
     pub review_note: Option<String>,
     pub decided_by: Option<DecidedBy>,
+    /// The person who reviewed it in the dashboard (a review through the
+    /// API, made with a key, names nobody).
+    pub reviewer: Option<Actor>,
     /// The rule group chosen at submission; `None` means the site's default.
     pub rule_group_id: Option<RuleGroupId>,
     pub ai_results: AiLabels,
@@ -39,6 +42,8 @@ pub struct DecisionRecord {
     pub status: Verdict,
     pub decided_by: DecidedBy,
     pub note: Option<String>,
+    /// Who decided, when a signed-in person did.
+    pub reviewer: Option<Actor>,
     pub moderated_at: Timestamp,
     /// Automatic decisions: what analysis found, how the rules came out, how
     /// long it took. Manual decisions keep what is stored.

@@ -117,8 +117,8 @@ impl MediaStore for BackendStore {
         let row = sqlx::query_as!(
             MediaRow,
             "SELECT id, site_id, app_media_id, content_type, content_url, body, metadata, status, \
-             review_note, decided_by, rule_group_id, ai_labels, applied_rules, processing_ms, \
-             created_at, updated_at, moderated_at FROM media WHERE id = $1",
+             review_note, decided_by, reviewer_id, reviewer_email, rule_group_id, ai_labels, \
+             applied_rules, processing_ms, created_at, updated_at, moderated_at FROM media WHERE id = $1",
             id
         )
         .fetch_optional(&self.read)
@@ -196,15 +196,21 @@ impl MediaStore for BackendStore {
         let manual = job.is_none();
         let (status, decided_by) = (decision.status.as_str(), decision.decided_by.as_str());
         let moderated_at = decision.moderated_at.millis();
+        let reviewer_id = decision
+            .reviewer
+            .as_ref()
+            .map(|actor| actor.user_id.as_str());
+        let reviewer_email = decision.reviewer.as_ref().map(|actor| actor.email.as_str());
         let row = sqlx::query_as!(
             MediaRow,
             "UPDATE media SET status = $1, decided_by = $2, review_note = $3, \
              moderated_at = $4, updated_at = $4, ai_labels = COALESCE($5, ai_labels), \
-             applied_rules = COALESCE($6, applied_rules), processing_ms = COALESCE($7, processing_ms) \
+             applied_rules = COALESCE($6, applied_rules), processing_ms = COALESCE($7, processing_ms), \
+             reviewer_id = $10, reviewer_email = $11 \
              WHERE id = $8 AND ($9 OR decided_by IS NULL OR decided_by <> 'manual') \
              RETURNING id, site_id, app_media_id, content_type, content_url, body, metadata, status, \
-             review_note, decided_by, rule_group_id, ai_labels, applied_rules, processing_ms, \
-             created_at, updated_at, moderated_at",
+             review_note, decided_by, reviewer_id, reviewer_email, rule_group_id, ai_labels, \
+             applied_rules, processing_ms, created_at, updated_at, moderated_at",
             status,
             decided_by,
             decision.note,
@@ -213,7 +219,9 @@ impl MediaStore for BackendStore {
             rules,
             processing_ms,
             media_id,
-            manual
+            manual,
+            reviewer_id,
+            reviewer_email
         )
         .fetch_optional(&mut *tx)
         .await?;

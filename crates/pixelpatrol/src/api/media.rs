@@ -15,7 +15,7 @@ use crate::api::AppState;
 use crate::api::auth::{Caller, authenticate};
 use crate::api::error::{AppError, Result};
 use crate::model::{
-    AiLabels, DecidedBy, Media, MediaFilter, MediaId, MediaStatus, NewEvent, RuleGroupId,
+    Actor, AiLabels, DecidedBy, Media, MediaFilter, MediaId, MediaStatus, NewEvent, RuleGroupId,
     RuleOutcome, SiteId, Timestamp,
 };
 use crate::moderation::{self, Verdict};
@@ -49,6 +49,8 @@ struct MediaOut {
     status: MediaStatus,
     review_note: Option<String>,
     decided_by: Option<DecidedBy>,
+    /// The person who reviewed it in the dashboard.
+    reviewer: Option<Actor>,
     rule_group_id: Option<RuleGroupId>,
     ai_results: AiLabels,
     applied_rules: Vec<RuleOutcome>,
@@ -71,6 +73,7 @@ impl From<&Media> for MediaOut {
             status: media.status,
             review_note: media.review_note.clone(),
             decided_by: media.decided_by,
+            reviewer: media.reviewer.clone(),
             rule_group_id: media.rule_group_id.clone(),
             ai_results: media.ai_results.clone(),
             applied_rules: media.applied_rules.clone(),
@@ -191,6 +194,7 @@ async fn submit_media(
         status: MediaStatus::Pending,
         review_note: None,
         decided_by: None,
+        reviewer: None,
         rule_group_id,
         ai_results: AiLabels::default(),
         applied_rules: Vec::new(),
@@ -293,6 +297,8 @@ async fn review_media(
         &media,
         verdict,
         note.as_deref(),
+        // A key names no person.
+        None,
     )
     .await?
     .ok_or(AppError::NotFound("media"))?;

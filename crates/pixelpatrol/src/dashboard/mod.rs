@@ -12,6 +12,7 @@
 mod invitations;
 mod layout;
 mod members;
+mod moderation;
 pub mod session;
 mod sign_in;
 mod sites;
@@ -67,6 +68,7 @@ pub fn router() -> Router<AppState> {
         .merge(sign_in::router())
         .merge(sites::router())
         .merge(members::router())
+        .merge(moderation::router())
         .merge(invitations::router())
         .merge(webhooks::router())
 }

@@ -239,6 +239,7 @@ pub async fn site_page_with(
                 @if let Some(description) = &site.description { dt { "Description" } dd { (description) } }
                 dt { "Created" } dd { (when(site.created_at)) }
             }
+            p { a.button href=(format!("/sites/{}/moderation", site.id)) { "Moderation queue" } }
             @if let Some(endpoints) = endpoints {
                 section aria-labelledby="webhooks" {
                     h2 #webhooks { "Webhooks" }

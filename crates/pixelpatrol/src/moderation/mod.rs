@@ -18,7 +18,7 @@ pub mod text;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pixelpatrol_webhooks::{AiResults, EventType, MediaModerated};
+use pixelpatrol_webhooks::{AiResults, EventType, MediaModerated, Reviewer};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::model::{
-    DecideOutcome, DecisionRecord, LeaseToken, Media, ModerationJob, NewEvent, RuleGroup,
+    Actor, DecideOutcome, DecisionRecord, LeaseToken, Media, ModerationJob, NewEvent, RuleGroup,
     RuleGroupId, Site, SiteId, Timestamp,
 };
 use crate::store::{MediaStore, ModerationStore};
@@ -48,16 +48,15 @@ const MAX_ANALYSIS_ATTEMPTS: i64 = 3;
 
 pub use crate::model::moderation::{DecidedBy, Verdict};
 
-/// The `media.moderated` event for a decision about `media`.
+/// The `media.moderated` event for `decision` about `media`, with the
+/// labels and rule outcomes it was made from.
 fn moderated_event(
     deliverer: &Deliverer,
     media: &Media,
-    verdict: Verdict,
-    decided_by: DecidedBy,
-    note: Option<&str>,
+    decision: &DecisionRecord,
     (labels, applied_rules): (&[Label], &[RuleOutcome]),
-    now: Timestamp,
 ) -> anyhow::Result<NewEvent> {
+    let now = decision.moderated_at;
     NewEvent::new(
         EventType::MediaModerated,
         &media.site_id,
@@ -65,7 +64,7 @@ fn moderated_event(
         MediaModerated {
             media_id: media.id.to_string(),
             site_id: media.site_id.to_string(),
-            status: verdict.as_str().into(),
+            status: decision.status.as_str().into(),
             ai_results: AiResults {
                 labels: labels
                     .iter()
@@ -78,8 +77,12 @@ fn moderated_event(
                 .collect::<Result<_, _>>()?,
             moderated_at: now.rfc3339(),
             app_media_id: media.app_media_id.clone(),
-            decided_by: Some(decided_by.as_str().into()),
-            note: note.map(str::to_string),
+            decided_by: Some(decision.decided_by.as_str().into()),
+            note: decision.note.clone(),
+            reviewer: decision.reviewer.as_ref().map(|actor| Reviewer {
+                user_id: actor.user_id.to_string(),
+                email: actor.email.clone(),
+            }),
         },
         now,
         deliverer.first_attempt_at(now),
@@ -95,24 +98,22 @@ pub async fn record_decision(
     media: &Media,
     verdict: Verdict,
     note: Option<&str>,
+    reviewer: Option<&Actor>,
 ) -> anyhow::Result<Option<Media>> {
-    let now = Timestamp::now();
-    let event = moderated_event(
-        deliverer,
-        media,
-        verdict,
-        DecidedBy::Manual,
-        note,
-        (&media.ai_results.labels, &media.applied_rules),
-        now,
-    )?;
     let decision = DecisionRecord {
         status: verdict,
         decided_by: DecidedBy::Manual,
         note: note.map(str::to_string),
-        moderated_at: now,
+        reviewer: reviewer.cloned(),
+        moderated_at: Timestamp::now(),
         analysis: None,
     };
+    let event = moderated_event(
+        deliverer,
+        media,
+        &decision,
+        (&media.ai_results.labels, &media.applied_rules),
+    )?;
     match store
         .decide_media(&media.id, &decision, &event, None)
         .await?
@@ -355,22 +356,21 @@ impl Moderator {
         );
         let now = Timestamp::now();
         let processing_ms = now.ms_since(job.requested_at).max(0);
-        let event = moderated_event(
-            &self.deliverer,
-            media,
-            decision.verdict,
-            DecidedBy::Automatic,
-            None,
-            (&labels, &decision.applied_rules),
-            now,
-        )?;
-        let record = DecisionRecord {
+        let mut record = DecisionRecord {
             status: decision.verdict,
             decided_by: DecidedBy::Automatic,
             note: None,
+            reviewer: None,
             moderated_at: now,
-            analysis: Some((labels, decision.applied_rules, processing_ms)),
+            analysis: None,
         };
+        let event = moderated_event(
+            &self.deliverer,
+            media,
+            &record,
+            (&labels, &decision.applied_rules),
+        )?;
+        record.analysis = Some((labels, decision.applied_rules, processing_ms));
         match self
             .store
             .decide_media(&media.id, &record, &event, Some(&job))

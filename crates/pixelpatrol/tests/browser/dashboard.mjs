@@ -164,9 +164,37 @@ try {
   await page.getByRole("link", { name: receiverUrl }).waitFor();
   await shot(page, "developer-site");
 
+  // The site's application submits an item the rules flag for a person.
+  const submitted = await fetch(`${base}/v1/submit-media`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${siteKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ body: "I am going to kill myself tonight", app_media_id: "post-42" }),
+  });
+  expect(submitted.status === 202, `submitted, got ${submitted.status}`);
+  const mediaId = (await submitted.json()).id;
+
   await accept(moderatorLink, "mod@example.com");
   expect((await page.getByRole("heading", { name: "Webhooks" }).count()) === 0, "no webhooks for a moderator");
   await shot(page, "moderator-site");
+
+  // The moderator works the queue: the flagged item, why it was flagged,
+  // and a decision with a note.
+  await page.getByRole("link", { name: "Moderation queue" }).click();
+  await page.getByRole("heading", { name: "Moderation queue" }).waitFor();
+  const flaggedItem = page.getByRole("article", { name: `Item ${mediaId}` });
+  for (let tries = 0; tries < 100 && (await flaggedItem.count()) === 0; tries++) {
+    await page.waitForTimeout(200);
+    await page.reload();
+  }
+  await flaggedItem.getByText("I am going to kill myself tonight").waitFor();
+  await flaggedItem.getByText("self_harm").first().waitFor();
+  await shot(page, "moderation-queue");
+  await flaggedItem.getByLabel("Note (optional)").fill("Reached out to the user");
+  await flaggedItem.getByRole("button", { name: "Approve" }).click();
+  await page.getByText("Nothing flagged").waitFor();
+  await page.getByRole("link", { name: "approved" }).click();
+  const decided = page.getByRole("article", { name: `Item ${mediaId}` });
+  await decided.getByText("Reviewed by mod@example.com").waitFor();
   // The webhook settings and the secret are not for a moderator: 403.
   const settings = await page.goto(`${base}${endpointPath}`);
   expect(settings.status() === 403, `a moderator gets 403 on the endpoint, got ${settings.status()}`);
@@ -198,7 +226,7 @@ try {
   await page.goto(`${base}/sites/${siteId}`);
   expect(new URL(page.url()).pathname === "/sign-in", `signed out, at ${page.url()}`);
 
-  console.log(JSON.stringify({ site_key: siteKey, site_id: siteId, endpoint_id: endpointId, secret }));
+  console.log(JSON.stringify({ site_key: siteKey, site_id: siteId, endpoint_id: endpointId, secret, media_id: mediaId }));
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

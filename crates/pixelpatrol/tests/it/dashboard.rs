@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
-use crate::common::{ADMIN_TOKEN, Backend, Receiver, TestApp, spawn_app};
+use crate::common::{ADMIN_TOKEN, Backend, Receiver, TestApp, spawn_app, spawn_app_with};
 use pixelpatrol::model::{AuditEntry, Role};
 
 both_backends!(
@@ -98,7 +98,12 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> Result<(String, 
 }
 
 async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // Automatic moderation on: the submitted item is flagged by the rules.
+    let app = spawn_app_with(backend, |config| {
+        config.auto_moderation = true;
+        config.analyzer_timeout = Duration::from_secs(5);
+    })
+    .await;
     let receiver = Receiver::start().await;
     operator(&app, "operator@example.com").await;
     let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -182,6 +187,7 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
     assert_eq!(
         actions,
         [
+            "media.reviewed",
             "invitation.accepted",
             "invitation.accepted",
             "member.invited",
@@ -195,12 +201,59 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         .iter()
         .map(|entry| entry.actor.as_ref().unwrap().email.as_str())
         .collect();
-    assert_eq!(&actors[..2], ["mod@example.com", "dev@example.com"]);
+    assert_eq!(
+        &actors[..3],
+        ["mod@example.com", "mod@example.com", "dev@example.com"]
+    );
     assert!(
-        actors[2..]
+        actors[3..]
             .iter()
             .all(|email| *email == "operator@example.com")
     );
+    // The moderator's decision reached the receiver at once, naming them.
+    let media_id = learned["media_id"].as_str().unwrap();
+    let approved = |request: &crate::common::Received| {
+        request.event() == "media.moderated" && request.json["data"]["status"] == "approved"
+    };
+    let received = receiver
+        .wait_until("the person's decision", |requests| {
+            requests.iter().any(approved)
+        })
+        .await;
+    let decision = received.iter().find(|request| approved(request)).unwrap();
+    assert_eq!(decision.media_id(), media_id);
+    assert_eq!(decision.json["data"]["decided_by"], "manual");
+    assert_eq!(
+        decision.json["data"]["reviewer"]["email"],
+        "mod@example.com"
+    );
+    assert_eq!(decision.json["data"]["note"], "Reached out to the user");
+    assert_eq!(decision.json["data"]["app_media_id"], "post-42");
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&decision.body, &decision.headers)
+        .unwrap();
+    // Before it, in the item's lane: created, then flagged by the rules.
+    let lane: Vec<(&str, &str)> = received
+        .iter()
+        .filter(|request| request.media_id() == media_id)
+        .map(|request| {
+            (
+                request.event(),
+                request.json["data"]["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lane,
+        [
+            ("media.created", "pending"),
+            ("media.moderated", "flagged"),
+            ("media.moderated", "approved")
+        ]
+    );
+    let (_, media) = app.get(&format!("/v1/media/{media_id}"), site_key).await;
+    assert_eq!(media["reviewer"]["email"], "mod@example.com");
     assert!(
         !log.iter()
             .any(|entry| entry.detail.to_string().contains(secret))
@@ -233,8 +286,9 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         "09-members-invited",
         "10-developer-site",
         "11-moderator-site",
-        "12-moderator-forbidden",
-        "13-sites",
+        "12-moderation-queue",
+        "13-moderator-forbidden",
+        "14-sites",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

@@ -161,6 +161,7 @@ fn media(site: &Site, at: Timestamp) -> Media {
         status: MediaStatus::Pending,
         review_note: None,
         decided_by: None,
+        reviewer: None,
         rule_group_id: None,
         ai_results: AiLabels::default(),
         applied_rules: Vec::new(),
@@ -211,11 +212,20 @@ async fn submit_with(
     created
 }
 
+/// The person a manual decision names.
+fn reviewer() -> pixelpatrol::model::Actor {
+    pixelpatrol::model::Actor {
+        user_id: "usr_reviewer".into(),
+        email: "reviewer@example.com".into(),
+    }
+}
+
 fn manual(status: Verdict, at: Timestamp) -> DecisionRecord {
     DecisionRecord {
         status,
         decided_by: DecidedBy::Manual,
         note: Some("checked by hand".into()),
+        reviewer: Some(reviewer()),
         moderated_at: at,
         analysis: None,
     }
@@ -226,6 +236,7 @@ fn automatic(status: Verdict, at: Timestamp) -> DecisionRecord {
         status,
         decided_by: DecidedBy::Automatic,
         note: None,
+        reviewer: None,
         moderated_at: at,
         analysis: Some((Vec::new(), Vec::new(), 42)),
     }
@@ -1743,6 +1754,11 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     };
     assert_eq!(decided.status, MediaStatus::Rejected);
     assert_eq!(decided.decided_by, Some(DecidedBy::Manual));
+    assert_eq!(
+        decided.reviewer,
+        Some(reviewer()),
+        "the person who decided is kept"
+    );
     assert_eq!(decided.review_note.as_deref(), Some("checked by hand"));
 
     // The manual decision removed the job, so the running analysis has lost it.
@@ -1791,6 +1807,11 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     let stored = store.get_media(&media_id).await.unwrap().unwrap();
     assert_eq!(stored.status, MediaStatus::Rejected);
     assert_eq!(stored.decided_by, Some(DecidedBy::Manual));
+    assert_eq!(
+        stored.reviewer,
+        Some(reviewer()),
+        "an automatic result does not erase the reviewer"
+    );
     assert_eq!(stored.moderated_at, Some(t(1)));
     let events = store.list_events(&site.id, &all_events()).await.unwrap();
     assert_eq!(moderated_events_of(&events, media_id.as_str()), 1);
