@@ -403,6 +403,13 @@ pub trait DeliveryLog: Send + Sync {
         site_id: &SiteId,
         filter: &EventFilter,
     ) -> anyhow::Result<Vec<EventSummary>>;
+    /// The exact body every endpoint received for the event (`None` when
+    /// unknown, or purged by retention).
+    async fn event_payload(
+        &self,
+        site_id: &SiteId,
+        event_id: &EventId,
+    ) -> anyhow::Result<Option<String>>;
 }
 
 #[async_trait]

@@ -45,6 +45,11 @@ impl Timestamp {
         self.0.saturating_sub(earlier.0)
     }
 
+    /// As a `SystemTime` (the Unix epoch for times before it).
+    pub fn system_time(self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64)
+    }
+
     /// Parses RFC 3339 (any offset).
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         OffsetDateTime::parse(text, &Rfc3339).ok().map(Self::of)

@@ -328,4 +328,20 @@ impl DeliveryLog for BackendStore {
         }
         Ok(events)
     }
+
+    async fn event_payload(
+        &self,
+        site_id: &SiteId,
+        event_id: &EventId,
+    ) -> anyhow::Result<Option<String>> {
+        let (site_id, event_id) = (site_id.as_str(), event_id.as_str());
+        let payload = sqlx::query_scalar!(
+            "SELECT payload FROM events WHERE id = $1 AND site_id = $2",
+            event_id,
+            site_id
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(payload)
+    }
 }

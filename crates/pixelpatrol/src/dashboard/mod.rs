@@ -9,6 +9,7 @@
 //! site a 404, and every state-changing form carries its CSRF token
 //! ([`session::Post`]).
 
+mod deliveries;
 mod invitations;
 mod layout;
 mod members;
@@ -71,6 +72,7 @@ pub fn router() -> Router<AppState> {
         .merge(moderation::router())
         .merge(invitations::router())
         .merge(webhooks::router())
+        .merge(deliveries::router())
 }
 
 const STYLESHEET: &str = include_str!("assets/app.css");

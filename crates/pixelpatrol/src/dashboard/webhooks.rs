@@ -284,6 +284,8 @@ async fn render(
                 (button("rotate", "Rotate secret"))
             }
             div #result aria-live="polite" { (extra) }
+            p { a.button href=(format!("{base}/deliveries")) { "Delivery log" } }
+            (super::deliveries::recover_form(viewer, site, endpoint))
             details.danger {
                 summary { "Delete this endpoint" }
                 form method="post" action=(format!("{base}/delete")) {

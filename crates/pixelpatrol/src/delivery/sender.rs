@@ -91,12 +91,29 @@ impl Sender {
 
     /// The headers of one attempt: both signature schemes and the event name.
     pub fn signed_headers(delivery: &ClaimedDelivery, now: SystemTime) -> HeaderMap {
+        Self::headers_for(
+            &delivery.secret,
+            delivery.event_id.as_str(),
+            &delivery.event_type,
+            delivery.payload.as_bytes(),
+            now,
+        )
+    }
+
+    /// The headers an attempt of event `event_id` (`event_type`, `body`)
+    /// signed with `secret` at `now` carries; the delivery log shows them.
+    pub fn headers_for(
+        secret: &str,
+        event_id: &str,
+        event_type: &str,
+        body: &[u8],
+        now: SystemTime,
+    ) -> HeaderMap {
         let since_epoch = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let timestamp_ms = since_epoch.as_millis() as i64;
         let timestamp_secs = since_epoch.as_secs() as i64;
-        let body = delivery.payload.as_bytes();
         let mut headers = HeaderMap::new();
         let mut put = |name: &'static str, value: String| {
             if let Ok(value) = HeaderValue::from_str(&value) {
@@ -105,23 +122,18 @@ impl Sender {
         };
         put(
             signing::SIGNATURE_HEADER,
-            signing::sign_pixelpatrol(&delivery.secret, body),
+            signing::sign_pixelpatrol(secret, body),
         );
         put(signing::TIMESTAMP_HEADER, timestamp_ms.to_string());
-        put(signing::EVENT_HEADER, delivery.event_type.clone());
-        put(signing::STANDARD_ID_HEADER, delivery.event_id.to_string());
+        put(signing::EVENT_HEADER, event_type.to_string());
+        put(signing::STANDARD_ID_HEADER, event_id.to_string());
         put(
             signing::STANDARD_TIMESTAMP_HEADER,
             timestamp_secs.to_string(),
         );
         put(
             signing::STANDARD_SIGNATURE_HEADER,
-            signing::sign_standard(
-                &delivery.secret,
-                delivery.event_id.as_str(),
-                timestamp_secs,
-                body,
-            ),
+            signing::sign_standard(secret, event_id, timestamp_secs, body),
         );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers
@@ -147,7 +159,9 @@ impl Sender {
         let request = self
             .client
             .post(&delivery.url)
-            .headers(Self::signed_headers(delivery, SystemTime::now()))
+            // Signed at the attempt's recorded start, so that the delivery log
+            // can show the headers exactly as they were sent.
+            .headers(Self::signed_headers(delivery, started_at.system_time()))
             .body(delivery.payload.clone());
         let response = match request.send().await {
             Ok(response) => response,

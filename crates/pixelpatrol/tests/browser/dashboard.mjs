@@ -128,6 +128,42 @@ try {
   await revealed.waitFor();
   expect((await revealed.locator("code").textContent()).trim() === secret, "the revealed secret is the saved one");
 
+  // The delivery log fills in by itself: an item submitted through the API
+  // while it is open appears without a reload. The receiver fails its first
+  // delivery: the log shows the failure and the next retry.
+  await page.getByRole("link", { name: "Delivery log" }).click();
+  await page.getByRole("heading", { name: "Delivery log" }).waitFor();
+  const flaky = await fetch(`${base}/v1/submit-media`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${siteKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ body: "Lovely weather for the match today", app_media_id: "flaky-1" }),
+  });
+  expect(flaky.status === 202, `submitted, got ${flaky.status}`);
+  const createdRow = page.getByRole("row").filter({ hasText: "media.created" });
+  await createdRow.getByText("retrying").waitFor({ timeout: 20000 });
+  await createdRow.getByText("HTTP 500").waitFor();
+  await shot(page, "delivery-log");
+
+  // The delivery's page: the failed attempt, its error class, the next
+  // retry, and the request as sent.
+  await createdRow.getByRole("link", { name: "media.created" }).click();
+  await page.getByRole("heading", { name: "media.created delivery" }).waitFor();
+  await page.getByRole("cell", { name: "http_status" }).waitFor();
+  await page.getByText("Next retry").waitFor();
+  const sentHeaders = await page.getByLabel("Request headers").textContent();
+  const sentBody = await page.getByLabel("Raw body").textContent();
+  await shot(page, "delivery");
+  // Retry now: the receiver answers this time.
+  await page.getByRole("button", { name: "Retry now" }).click();
+  for (let tries = 0; tries < 100; tries++) {
+    if ((await page.getByText("succeeded", { exact: true }).count()) > 0) break;
+    await page.waitForTimeout(200);
+    await page.reload();
+  }
+  await page.getByText("succeeded", { exact: true }).first().waitFor();
+  expect((await page.getByRole("row").filter({ hasText: "http_status" }).count()) === 1, "the failed attempt stays in the log");
+  await page.getByRole("link", { name: receiverUrl }).click();
+
   // The site's page lists the endpoint as healthy.
   await page.getByRole("link", { name: "Acme Forum" }).click();
   const endpointRow = page.getByRole("row").filter({ hasText: receiverUrl });
@@ -226,7 +262,10 @@ try {
   await page.goto(`${base}/sites/${siteId}`);
   expect(new URL(page.url()).pathname === "/sign-in", `signed out, at ${page.url()}`);
 
-  console.log(JSON.stringify({ site_key: siteKey, site_id: siteId, endpoint_id: endpointId, secret, media_id: mediaId }));
+  console.log(JSON.stringify({
+    site_key: siteKey, site_id: siteId, endpoint_id: endpointId, secret, media_id: mediaId,
+    sent_headers: sentHeaders, sent_body: sentBody,
+  }));
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
-use crate::common::{ADMIN_TOKEN, Backend, Receiver, TestApp, spawn_app, spawn_app_with};
+use crate::common::{ADMIN_TOKEN, Backend, Receiver, Reply, TestApp, spawn_app, spawn_app_with};
 use pixelpatrol::model::{AuditEntry, Role};
 
 both_backends!(
@@ -102,9 +102,22 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
     let app = spawn_app_with(backend, |config| {
         config.auto_moderation = true;
         config.analyzer_timeout = Duration::from_secs(5);
+        // A failed attempt waits an hour: the page shows the retry to come.
+        config.retry_schedule = "0ms,1h".parse().unwrap();
     })
     .await;
-    let receiver = Receiver::start().await;
+    // The first delivery of the item `flaky-1` fails: the log shows it.
+    let flaky_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = Receiver::scripted(move |request, _| {
+        let flaky =
+            request.json["data"]["app_media_id"] == "flaky-1" && request.event() == "media.created";
+        if flaky && !flaky_seen.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
     operator(&app, "operator@example.com").await;
     let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -153,11 +166,33 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         .unwrap()
         .unwrap();
     assert_ne!(stored.key_hash, site_key);
+    // The request the delivery page showed is what a receiver verifies: its
+    // headers and raw body pass an off-the-shelf Standard Webhooks check.
+    let secret = learned["secret"].as_str().unwrap();
+    let mut shown = reqwest::header::HeaderMap::new();
+    for line in learned["sent_headers"].as_str().unwrap().lines().skip(1) {
+        let (name, value) = line.split_once(": ").expect("a header line");
+        shown.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let shown_body = learned["sent_body"].as_str().unwrap();
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(shown_body.as_bytes(), &shown)
+        .unwrap();
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .any(|request| request.body == shown_body.as_bytes()),
+        "the body shown is the body sent, byte for byte"
+    );
     // The test webhook reached the receiver, signed with the secret the
     // form generated (an off-the-shelf Standard Webhooks library agrees).
     let tests = receiver.wait_for_count(1).await;
     assert_eq!(tests[0].event(), "test.webhook");
-    let secret = learned["secret"].as_str().unwrap();
     standardwebhooks::Webhook::new(secret)
         .unwrap()
         .verify(&tests[0].body, &tests[0].headers)
@@ -192,6 +227,7 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
             "invitation.accepted",
             "member.invited",
             "member.invited",
+            "delivery.retried",
             "secret.revealed",
             "endpoint.created",
             "site.created"
@@ -213,7 +249,9 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
     // The moderator's decision reached the receiver at once, naming them.
     let media_id = learned["media_id"].as_str().unwrap();
     let approved = |request: &crate::common::Received| {
-        request.event() == "media.moderated" && request.json["data"]["status"] == "approved"
+        request.event() == "media.moderated"
+            && request.media_id() == media_id
+            && request.json["data"]["status"] == "approved"
     };
     let received = receiver
         .wait_until("the person's decision", |requests| {
@@ -282,13 +320,15 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         "05-site",
         "06-add-endpoint",
         "07-test-webhook",
-        "08-site-with-endpoint",
-        "09-members-invited",
-        "10-developer-site",
-        "11-moderator-site",
-        "12-moderation-queue",
-        "13-moderator-forbidden",
-        "14-sites",
+        "08-delivery-log",
+        "09-delivery",
+        "10-site-with-endpoint",
+        "11-members-invited",
+        "12-developer-site",
+        "13-moderator-site",
+        "14-moderation-queue",
+        "15-moderator-forbidden",
+        "16-sites",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),

@@ -74,6 +74,37 @@ function inlineForms(root) {
   }
 }
 
+// Regions marked data-refresh reload themselves every so many ms while the
+// page is open, so new attempts show up as they happen.
+function refreshing(root) {
+  for (const region of root.querySelectorAll("[data-refresh]")) {
+    const every = Number(region.dataset.refresh) || 3000;
+    setInterval(async () => {
+      if (document.hidden) return;
+      const response = await fetch(location.href, { headers: { accept: "text/html" } });
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.getElementById(region.id);
+      if (fresh) {
+        region.replaceChildren(...fresh.childNodes);
+        enhance(region);
+      }
+    }, every);
+  }
+}
+
+// Forms marked data-local-time="name" send their datetime-local field as an
+// RFC 3339 time with the browser's offset, in the hidden field `name`.
+function localTimeForms(root) {
+  for (const form of root.querySelectorAll("form[data-local-time]")) {
+    form.addEventListener("submit", () => {
+      const local = form.querySelector('input[type="datetime-local"]');
+      const hidden = form.querySelector(`input[name="${form.dataset.localTime}"]`);
+      if (local && hidden && local.value) hidden.value = new Date(local.value).toISOString();
+    });
+  }
+}
+
 function enhance(root) {
   localTimes(root);
   copyButtons(root);
@@ -83,4 +114,6 @@ document.addEventListener("DOMContentLoaded", () => {
   enhance(document);
   secretButtons(document);
   inlineForms(document);
+  refreshing(document);
+  localTimeForms(document);
 });
