@@ -360,6 +360,13 @@ pub trait EndpointHealth: Send + Sync {
         endpoint_id: &EndpointId,
         now: Timestamp,
     ) -> anyhow::Result<HealthFigures>;
+    /// Attempts and failed attempts per hour since `since`, oldest first;
+    /// hours without attempts are left out. Each hour is named by its start.
+    async fn attempts_per_hour(
+        &self,
+        endpoint_id: &EndpointId,
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<(Timestamp, i64, i64)>>;
 }
 
 /// What people read and redo of past deliveries.

@@ -383,4 +383,32 @@ impl EndpointHealth for BackendStore {
         figures.oldest_pending_at = queue.oldest.map(Timestamp::from_millis);
         Ok(figures)
     }
+
+    async fn attempts_per_hour(
+        &self,
+        endpoint_id: &EndpointId,
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<(Timestamp, i64, i64)>> {
+        let (endpoint_id, since) = (endpoint_id.as_str(), since.millis());
+        let rows = sqlx::query!(
+            r#"SELECT started_at / 3600000 AS "hour!: i64", COUNT(*) AS "attempts!: i64",
+               COUNT(*) FILTER (WHERE error_class IS NOT NULL) AS "failures!: i64"
+               FROM delivery_attempts WHERE endpoint_id = $1 AND started_at >= $2
+               GROUP BY started_at / 3600000 ORDER BY 1"#,
+            endpoint_id,
+            since
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                (
+                    Timestamp::from_millis(row.hour * 3_600_000),
+                    row.attempts,
+                    row.failures,
+                )
+            })
+            .collect())
+    }
 }

@@ -9,7 +9,9 @@
 //! site a 404, and every state-changing form carries its CSRF token
 //! ([`session::Post`]).
 
+mod audit;
 mod deliveries;
+mod health;
 mod invitations;
 mod layout;
 mod members;
@@ -73,6 +75,7 @@ pub fn router() -> Router<AppState> {
         .merge(invitations::router())
         .merge(webhooks::router())
         .merge(deliveries::router())
+        .merge(audit::router())
 }
 
 const STYLESHEET: &str = include_str!("assets/app.css");

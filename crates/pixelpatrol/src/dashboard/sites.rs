@@ -239,7 +239,10 @@ pub async fn site_page_with(
                 @if let Some(description) = &site.description { dt { "Description" } dd { (description) } }
                 dt { "Created" } dd { (when(site.created_at)) }
             }
-            p { a.button href=(format!("/sites/{}/moderation", site.id)) { "Moderation queue" } }
+            p.links {
+                a.button href=(format!("/sites/{}/moderation", site.id)) { "Moderation queue" }
+                @if role.can_manage_site() { " " a.button.secondary href=(format!("/sites/{}/audit", site.id)) { "Audit log" } }
+            }
             @if let Some(endpoints) = endpoints {
                 section aria-labelledby="webhooks" {
                     h2 #webhooks { "Webhooks" }

@@ -41,6 +41,10 @@ pub fn router() -> Router<AppState> {
             "/sites/{site_id}/webhooks/{webhook_id}/delete",
             post(delete),
         )
+        .route(
+            "/sites/{site_id}/webhooks/{webhook_id}/enable",
+            post(enable),
+        )
 }
 
 /// The site, if this person may manage its webhooks.
@@ -252,6 +256,7 @@ async fn render(
     let state_label = endpoint_state(endpoint, state.deliverer.failing_after());
     let base = format!("/sites/{}/webhooks/{}", site.id, endpoint.id);
     let csrf = &viewer.session.csrf_token;
+    let health = super::health::section(state, endpoint, csrf, &base).await?;
     let button = |action: &str, label: &str| {
         html! {
             form.inline method="post" action=(format!("{base}/{action}")) data-inline="result" {
@@ -271,7 +276,6 @@ async fn render(
                 dt { "Events" } dd { (endpoint.events.iter().map(|event| event.as_str()).collect::<Vec<_>>().join(", ")) }
                 dt { "Ordering" } dd { @if endpoint.strict_ordering { "strict: one at a time, in order" } @else { "in order per media item" } }
                 @if let Some(description) = &endpoint.description { dt { "Description" } dd { (description) } }
-                dt { "Consecutive failures" } dd { (endpoint.health.consecutive_failures) }
                 @if let Some(at) = endpoint.health.last_success_at { dt { "Last success" } dd { (when(at)) } }
                 @if let Some(at) = endpoint.health.last_failure_at {
                     dt { "Last failure" } dd { (when(at)) @if let Some(message) = &endpoint.health.last_failure_message { " — " (message) } }
@@ -284,6 +288,7 @@ async fn render(
                 (button("rotate", "Rotate secret"))
             }
             div #result aria-live="polite" { (extra) }
+            (health)
             p { a.button href=(format!("{base}/deliveries")) { "Delivery log" } }
             (super::deliveries::recover_form(viewer, site, endpoint))
             details.danger {
@@ -399,6 +404,41 @@ async fn rotate_secret(
         &endpoint.secret,
     );
     render(&state, &post.viewer, &site, &endpoint, shown).await
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
+    post: Post<NoFields>,
+) -> Result<Response, DashError> {
+    let (site, mut endpoint) = load(&state, &post.viewer, &site_id, &webhook_id).await?;
+    if !endpoint.active {
+        let was = endpoint.disabled_reason.clone();
+        endpoint.active = true;
+        endpoint.disabled_reason = None;
+        endpoint.disabled_at = None;
+        endpoint.updated_at = Timestamp::now();
+        // The store starts its health afresh and makes its backlog due now.
+        if !state
+            .store
+            .update_endpoint(&endpoint, true, endpoint.updated_at)
+            .await?
+        {
+            return Err(DashError::NotFound);
+        }
+        state.deliverer.wake();
+        let detail = serde_json::json!({"disabled_reason": was});
+        audit(
+            &state,
+            &post.viewer,
+            &site.id,
+            "endpoint.enabled",
+            endpoint.id.as_str(),
+            detail,
+        )
+        .await?;
+    }
+    Ok(Redirect::to(&format!("/sites/{}/webhooks/{}", site.id, endpoint.id)).into_response())
 }
 
 #[derive(Deserialize)]

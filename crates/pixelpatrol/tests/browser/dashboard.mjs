@@ -163,9 +163,13 @@ try {
   await page.getByText("succeeded", { exact: true }).first().waitFor();
   expect((await page.getByRole("row").filter({ hasText: "http_status" }).count()) === 1, "the failed attempt stays in the log");
   await page.getByRole("link", { name: receiverUrl }).click();
+  // The endpoint's health: its rates, and the hours drawn as a chart.
+  await page.getByRole("heading", { name: "Health" }).waitFor();
+  await page.getByRole("img", { name: /Attempts per hour over the last 24 hours: \d+ in all, 1 failed/ }).waitFor();
+  await shot(page, "endpoint-health");
+  await page.getByRole("link", { name: "Acme Forum" }).click();
 
   // The site's page lists the endpoint as healthy.
-  await page.getByRole("link", { name: "Acme Forum" }).click();
   const endpointRow = page.getByRole("row").filter({ hasText: receiverUrl });
   await endpointRow.getByText("healthy").waitFor();
   await shot(page, "site-with-endpoint");
@@ -247,6 +251,17 @@ try {
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: "Sites", exact: true }).waitFor();
+
+  // The audit log: who did what, the moderator's review on top.
+  await page.getByRole("link", { name: "Acme Forum" }).click();
+  await page.getByRole("link", { name: "Audit log" }).click();
+  await page.getByRole("heading", { name: "Audit log" }).waitFor();
+  const top = page.getByRole("row").nth(1);
+  await top.getByText("media.reviewed").waitFor();
+  await top.getByText("mod@example.com").waitFor();
+  await page.getByRole("row").filter({ hasText: "secret.revealed" }).waitFor();
+  await shot(page, "audit-log");
+  await page.getByRole("link", { name: "Sites", exact: true }).first().click();
 
   // The list shows it, with the operator's role and a local time.
   await page.getByRole("link", { name: "Sites", exact: true }).first().click();

@@ -19,6 +19,7 @@ both_backends!(
     each_role_sees_only_what_it_may_on_its_own_sites,
     the_first_operator_chooses_a_password_through_a_setup_link_printed_once,
     a_site_keeps_an_owner_and_a_revoked_invitation_does_not_work,
+    a_disabled_endpoint_is_re_enabled_from_its_page,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -322,13 +323,15 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         "07-test-webhook",
         "08-delivery-log",
         "09-delivery",
-        "10-site-with-endpoint",
-        "11-members-invited",
-        "12-developer-site",
-        "13-moderator-site",
-        "14-moderation-queue",
-        "15-moderator-forbidden",
-        "16-sites",
+        "10-endpoint-health",
+        "11-site-with-endpoint",
+        "12-members-invited",
+        "13-developer-site",
+        "14-moderator-site",
+        "15-moderation-queue",
+        "16-moderator-forbidden",
+        "17-audit-log",
+        "18-sites",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
@@ -504,6 +507,14 @@ async fn each_role_sees_only_what_it_may_on_its_own_sites(backend: Backend) {
             role.can_manage_webhooks(),
             "{email} ({role}) and the webhooks"
         );
+        // The audit log is the owners'.
+        let audit = get(format!("/sites/{}/audit", alpha.id)).await.unwrap();
+        let expected = if role == Role::Owner {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(audit.status(), expected, "{email} and the audit log");
         // Another site is not found, not forbidden: its existence is not told.
         let other = get(format!("/sites/{}", beta.id)).await.unwrap();
         assert_eq!(other.status(), StatusCode::NOT_FOUND, "{email}");
@@ -778,4 +789,67 @@ async fn a_site_keeps_an_owner_and_a_revoked_invitation_does_not_work(backend: B
         .collect();
     assert!(actions.contains(&"member.role_changed".to_string()));
     assert!(actions.contains(&"invitation.revoked".to_string()));
+}
+
+async fn a_disabled_endpoint_is_re_enabled_from_its_page(backend: Backend) {
+    let app = spawn_app(backend).await;
+    operator(&app, "operator@example.com").await;
+    let site = app.create_site().await;
+    let webhook = app
+        .create_webhook(
+            &site,
+            serde_json::json!({"url": "http://127.0.0.1:9/hook", "events": ["media.created"]}),
+        )
+        .await;
+    let path = format!("/v1/sites/{}/webhooks/{}", site.id, webhook.id);
+    let (status, _) = app
+        .patch(&path, &site.key, serde_json::json!({"active": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (cookie, csrf) = sign_in(&app, "operator@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let http = browserless();
+    let page_path = format!("{}/sites/{}/webhooks/{}", app.address, site.id, webhook.id);
+    let page = http
+        .get(&page_path)
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Re-enable"),
+        "a disabled endpoint offers to re-enable it"
+    );
+    assert!(page.contains("Attempts per hour over the last 24 hours: 0 in all, 0 failed"));
+    let enabled = http
+        .post(format!("{page_path}/enable"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enabled.status(), StatusCode::SEE_OTHER);
+    let (_, endpoint) = app.get(&path, &site.key).await;
+    assert_eq!(endpoint["active"], true);
+    let page = http
+        .get(&page_path)
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("Re-enable"));
+    let log = app
+        .store()
+        .await
+        .list_audit(&site.id.as_str().into(), None, 5)
+        .await
+        .unwrap();
+    assert_eq!(log[0].action, "endpoint.enabled");
 }

@@ -1906,6 +1906,22 @@ async fn queue_figures_count_pending_in_flight_and_recent_attempts(backend: Back
         assert_eq!(window.avg_response_ms, Some(2.0));
         assert_eq!(window.p95_response_ms, Some(3));
     }
+    // Per hour: both attempts fell in the hour that began before T0.
+    let hour_start = Timestamp::from_millis(T0.millis() / HOUR * HOUR);
+    assert_eq!(
+        store
+            .attempts_per_hour(&endpoint.id, t(-DAY))
+            .await
+            .unwrap(),
+        [(hour_start, 2, 1)]
+    );
+    assert!(
+        store
+            .attempts_per_hour(&endpoint.id, t(31))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // An hour and a bit later, the attempts have left the last hour.
     let figures = store
         .endpoint_health(&endpoint.id, t(31 + HOUR))
