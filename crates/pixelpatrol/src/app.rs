@@ -62,6 +62,10 @@ pub async fn run(
         "pixelpatrol listening"
     );
     tokio::spawn(api::ops::metrics_upkeep(shutdown.clone()));
+    tokio::spawn(crate::dashboard::session::purge_expired(
+        store.clone(),
+        shutdown.clone(),
+    ));
     let routes = api::router(state, crate::dashboard::router());
     // The client's address: sign-in back-off counts failures per address.
     let served = axum::serve(

@@ -54,7 +54,7 @@ pub fn subscribable_events() -> String {
 }
 
 /// Event names as given; checked one by one so the error names the entry.
-fn parse_events(events: &[String]) -> Result<Vec<EventType>> {
+pub fn parse_events(events: &[String]) -> Result<Vec<EventType>> {
     if events.is_empty() {
         return Err(AppError::invalid(
             "events",

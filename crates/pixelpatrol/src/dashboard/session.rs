@@ -185,3 +185,23 @@ pub fn with_cookie(mut response: Response, cookie: HeaderValue) -> Response {
     response.headers_mut().append(SET_COOKIE, cookie);
     response
 }
+
+/// Removes expired sessions every ten minutes until shutdown (a session
+/// past its idle expiry already signs nobody in; this keeps the table small).
+pub async fn purge_expired(
+    store: crate::store::DynStore,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match store.purge_expired_sessions(Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired dashboard sessions removed"),
+            Err(error) => tracing::warn!(error = ?error, "removing expired sessions failed"),
+        }
+    }
+}

@@ -45,6 +45,10 @@ pub fn router() -> Router<AppState> {
             "/sites/{site_id}/webhooks/{webhook_id}/enable",
             post(enable),
         )
+        .route(
+            "/sites/{site_id}/webhooks/{webhook_id}/edit",
+            get(edit_form).post(edit),
+        )
 }
 
 /// The site, if this person may manage its webhooks.
@@ -106,12 +110,29 @@ struct EndpointForm {
     description: String,
 }
 
+/// Where the form posts, and what its secret field means.
+enum FormFor<'a> {
+    New,
+    Edit(&'a Endpoint),
+}
+
 fn endpoint_form(
     viewer: &Viewer,
     site: &Site,
     input: &EndpointForm,
     error: Option<(&str, &str)>,
+    purpose: FormFor<'_>,
 ) -> Markup {
+    let (action, secret_hint) = match purpose {
+        FormFor::New => (
+            format!("/sites/{}/webhooks", site.id),
+            "Leave empty to have one generated",
+        ),
+        FormFor::Edit(endpoint) => (
+            format!("/sites/{}/webhooks/{}/edit", site.id, endpoint.id),
+            "Leave empty to keep the current secret",
+        ),
+    };
     // The API names `events[2]`; the form shows one error for the group.
     let error_of = |field: &str| {
         error
@@ -120,7 +141,7 @@ fn endpoint_form(
     };
     let checked = |event: EventType| input.events.iter().any(|name| name == event.as_str());
     html! {
-        form.card method="post" action=(format!("/sites/{}/webhooks", site.id)) {
+        form.card method="post" action=(action) {
             input type="hidden" name="csrf" value=(viewer.session.csrf_token);
             label for="endpoint-url" { "Endpoint URL" }
             input #endpoint-url name="url" type="url" value=(input.url) required placeholder="https://example.com/webhooks/pixelpatrol";
@@ -128,7 +149,7 @@ fn endpoint_form(
             label for="endpoint-secret" { "Secret" }
             div.with-button {
                 input #endpoint-secret name="secret" value=(input.secret) autocomplete="off" spellcheck="false"
-                    placeholder="Leave empty to have one generated";
+                    placeholder=(secret_hint);
                 button type="button" data-generate-secret="endpoint-secret" { "Generate" }
             }
             p.hint { "16 to 256 characters. A generated secret (whsec_…) also works with the Standard Webhooks libraries." }
@@ -178,7 +199,7 @@ async fn new_form(
         &viewer,
         "Add endpoint",
         &crumbs(&site),
-        endpoint_form(&viewer, &site, &defaults, None),
+        endpoint_form(&viewer, &site, &defaults, None, FormFor::New),
     ))
 }
 
@@ -207,7 +228,13 @@ async fn create(
         Ok(endpoint) => endpoint,
         Err(AppError::Invalid { field, message }) => {
             let field = field.unwrap_or_default();
-            let body = endpoint_form(&viewer, &site, &form, Some((&field, &message)));
+            let body = endpoint_form(
+                &viewer,
+                &site,
+                &form,
+                Some((&field, &message)),
+                FormFor::New,
+            );
             let mut response = page(&viewer, "Add endpoint", &crumbs(&site), body).into_response();
             *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
             return Ok(response);
@@ -286,6 +313,7 @@ async fn render(
                 (button("test", "Send test webhook"))
                 (button("secret", "Reveal secret"))
                 (button("rotate", "Rotate secret"))
+                a.button.secondary href=(format!("{base}/edit")) { "Edit" }
             }
             div #result aria-live="polite" { (extra) }
             (health)
@@ -404,6 +432,111 @@ async fn rotate_secret(
         &endpoint.secret,
     );
     render(&state, &post.viewer, &site, &endpoint, shown).await
+}
+
+fn form_of(endpoint: &Endpoint) -> EndpointForm {
+    EndpointForm {
+        url: endpoint.url.clone(),
+        secret: String::new(),
+        events: endpoint
+            .events
+            .iter()
+            .map(|event| event.as_str().to_string())
+            .collect(),
+        active: endpoint.active.then(|| "on".to_string()),
+        strict_ordering: endpoint.strict_ordering.then(|| "on".to_string()),
+        description: endpoint.description.clone().unwrap_or_default(),
+    }
+}
+
+async fn edit_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
+) -> Result<Html<String>, DashError> {
+    let (site, endpoint) = load(&state, &viewer, &site_id, &webhook_id).await?;
+    let form = endpoint_form(
+        &viewer,
+        &site,
+        &form_of(&endpoint),
+        None,
+        FormFor::Edit(&endpoint),
+    );
+    Ok(page(&viewer, "Edit endpoint", &crumbs(&site), form))
+}
+
+/// The endpoint with the form's values, checked as the API checks them.
+fn edited(endpoint: &Endpoint, form: &EndpointForm, dev: bool) -> Result<Endpoint, AppError> {
+    let mut edited = endpoint.clone();
+    edited.url = crate::api::validate::endpoint_url("url", form.url.trim(), dev)?;
+    if !form.secret.trim().is_empty() {
+        edited.secret = crate::api::webhooks::check_secret(form.secret.trim())?;
+    }
+    edited.events = crate::api::webhooks::parse_events(&form.events)?;
+    edited.description =
+        crate::api::validate::optional_text("description", Some(form.description.trim()), 2000)?;
+    edited.strict_ordering = form.strict_ordering.is_some();
+    let active = form.active.is_some();
+    if active && !endpoint.active {
+        // Turned back on: what disabled it no longer applies.
+        edited.disabled_reason = None;
+        edited.disabled_at = None;
+    }
+    edited.active = active;
+    edited.updated_at = Timestamp::now();
+    Ok(edited)
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
+    post: Post<EndpointForm>,
+) -> Result<Response, DashError> {
+    let Post { viewer, form } = post;
+    let (site, endpoint) = load(&state, &viewer, &site_id, &webhook_id).await?;
+    let changed = match edited(&endpoint, &form, state.config.dev) {
+        Ok(changed) => changed,
+        Err(AppError::Invalid { field, message }) => {
+            let field = field.unwrap_or_default();
+            let body = endpoint_form(
+                &viewer,
+                &site,
+                &form,
+                Some((&field, &message)),
+                FormFor::Edit(&endpoint),
+            );
+            let mut response = page(&viewer, "Edit endpoint", &crumbs(&site), body).into_response();
+            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(response);
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let set_active = changed.active != endpoint.active;
+    if !state
+        .store
+        .update_endpoint(&changed, set_active, changed.updated_at)
+        .await?
+    {
+        return Err(DashError::NotFound);
+    }
+    state.deliverer.wake();
+    let detail = serde_json::json!({
+        "url": changed.url,
+        "events": changed.events,
+        "active": changed.active,
+        "strict_ordering": changed.strict_ordering,
+        "secret_changed": changed.secret != endpoint.secret,
+    });
+    audit(
+        &state,
+        &viewer,
+        &site.id,
+        "endpoint.updated",
+        endpoint.id.as_str(),
+        detail,
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/sites/{}/webhooks/{}", site.id, endpoint.id)).into_response())
 }
 
 async fn enable(

@@ -20,6 +20,7 @@ both_backends!(
     the_first_operator_chooses_a_password_through_a_setup_link_printed_once,
     a_site_keeps_an_owner_and_a_revoked_invitation_does_not_work,
     a_disabled_endpoint_is_re_enabled_from_its_page,
+    an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_given,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -852,4 +853,88 @@ async fn a_disabled_endpoint_is_re_enabled_from_its_page(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(log[0].action, "endpoint.enabled");
+}
+
+async fn an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_given(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    operator(&app, "operator@example.com").await;
+    let site = app.create_site().await;
+    let webhook = app
+        .create_webhook(
+            &site,
+            serde_json::json!({"url": "http://127.0.0.1:9/hook", "events": ["media.created", "media.moderated"]}),
+        )
+        .await;
+    let (cookie, csrf) = sign_in(&app, "operator@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let http = browserless();
+    let edit_path = format!(
+        "{}/sites/{}/webhooks/{}/edit",
+        app.address, site.id, webhook.id
+    );
+    let form = http
+        .get(&edit_path)
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(form.contains("Leave empty to keep the current secret"));
+    assert!(form.contains("http://127.0.0.1:9/hook"));
+    let post = |fields: Vec<(&'static str, &'static str)>| {
+        let mut fields = fields;
+        fields.push(("csrf", csrf.as_str()));
+        http.post(&edit_path)
+            .header(COOKIE, &cookie)
+            .form(&fields)
+            .send()
+    };
+    // A bad URL: refused next to the field, nothing changed.
+    let refused = post(vec![
+        ("url", "ftp://x.example.com/h"),
+        ("events", "media.created"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("field-error"));
+    // No event at all: refused too.
+    let refused = post(vec![("url", "http://127.0.0.1:9/other")])
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // A real edit: one event, strict, a description, switched off; the
+    // secret field empty, so the secret stays.
+    let saved = post(vec![
+        ("url", "http://127.0.0.1:9/other"),
+        ("events", "media.moderated"),
+        ("strict_ordering", "on"),
+        ("description", "Edited"),
+        ("secret", ""),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let path = format!("/v1/sites/{}/webhooks/{}", site.id, webhook.id);
+    let (_, endpoint) = app.get(&path, &site.key).await;
+    assert_eq!(endpoint["url"], "http://127.0.0.1:9/other");
+    assert_eq!(endpoint["events"], serde_json::json!(["media.moderated"]));
+    assert_eq!(endpoint["strict_ordering"], true);
+    assert_eq!(endpoint["description"], "Edited");
+    assert_eq!(endpoint["active"], false);
+    let (_, secret) = app.get(&format!("{path}/secret"), &site.key).await;
+    assert_eq!(secret["secret"], webhook.secret.as_str(), "the secret kept");
+    let log = app
+        .store()
+        .await
+        .list_audit(&site.id.as_str().into(), None, 5)
+        .await
+        .unwrap();
+    assert_eq!(log[0].action, "endpoint.updated");
+    assert_eq!(log[0].detail["secret_changed"], false);
 }
