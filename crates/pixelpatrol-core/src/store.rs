@@ -27,8 +27,8 @@ use crate::model::{
 use crate::model::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord, Delivery,
     DeliveryFilter, Endpoint, EventFilter, EventSummary, HealthChange, HealthFigures, HealthPolicy,
-    HealthSummary, Media, MediaFilter, MediaId, ModerationJob, NewEvent, Purged, RecoverOutcome,
-    ResendOutcome, RetryOutcome, RuleGroup, RuleGroupId, Site, SiteId, Timestamp,
+    HealthSummary, Media, MediaFilter, MediaId, MediaStatus, ModerationJob, NewEvent, Purged,
+    RecoverOutcome, ResendOutcome, RetryOutcome, RuleGroup, RuleGroupId, Site, SiteId, Timestamp,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -274,6 +274,19 @@ pub trait MediaStore: Send + Sync {
         site_id: &SiteId,
         filter: &MediaFilter,
     ) -> anyhow::Result<Vec<Media>>;
+    /// How many of a site's items are in each status.
+    async fn media_status_counts(
+        &self,
+        site_id: &SiteId,
+    ) -> anyhow::Result<Vec<(MediaStatus, i64)>>;
+    /// A site's submissions and decisions per UTC day since `since`
+    /// (day start, submitted, decided), oldest first; days with neither are
+    /// left out.
+    async fn media_per_day(
+        &self,
+        site_id: &SiteId,
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<(Timestamp, i64, i64)>>;
     /// Records a decision and its `media.moderated` event in one transaction.
     /// With `job`, the job is removed in the same transaction (only its
     /// lease holder can), and a manual decision already made is kept.

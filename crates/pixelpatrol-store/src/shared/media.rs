@@ -4,14 +4,15 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use pixelpatrol_webhooks::EventType;
 use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db};
 use pixelpatrol_core::model::{
-    DecideOutcome, DecisionRecord, Endpoint, Media, MediaFilter, MediaId, ModerationJob, NewEvent,
-    RuleGroupId, SiteId, Timestamp,
+    DecideOutcome, DecisionRecord, Endpoint, Media, MediaFilter, MediaId, MediaStatus,
+    ModerationJob, NewEvent, RuleGroupId, SiteId, Timestamp,
 };
 use pixelpatrol_core::store::MediaStore;
 use pixelpatrol_store::batcher::NewMedia;
@@ -150,6 +151,64 @@ impl MediaStore for BackendStore {
             .fetch_all(&self.read)
             .await?;
         rows.into_iter().map(Media::try_from).collect()
+    }
+
+    async fn media_status_counts(
+        &self,
+        site_id: &SiteId,
+    ) -> anyhow::Result<Vec<(MediaStatus, i64)>> {
+        let site_id = site_id.as_str();
+        let rows = sqlx::query!(
+            r#"SELECT status, COUNT(*) AS "count!: i64" FROM media WHERE site_id = $1 GROUP BY status"#,
+            site_id
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let status = MediaStatus::parse(&row.status)
+                    .with_context(|| format!("unknown media status {:?}", row.status))?;
+                Ok((status, row.count))
+            })
+            .collect()
+    }
+
+    async fn media_per_day(
+        &self,
+        site_id: &SiteId,
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<(Timestamp, i64, i64)>> {
+        const DAY_MS: i64 = 86_400_000;
+        let (site_id, since) = (site_id.as_str(), since.millis());
+        let submitted = sqlx::query!(
+            r#"SELECT created_at / 86400000 AS "day!: i64", COUNT(*) AS "count!: i64"
+               FROM media WHERE site_id = $1 AND created_at >= $2 GROUP BY created_at / 86400000"#,
+            site_id,
+            since
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let decided = sqlx::query!(
+            r#"SELECT moderated_at / 86400000 AS "day!: i64", COUNT(*) AS "count!: i64"
+               FROM media WHERE site_id = $1 AND moderated_at >= $2 GROUP BY moderated_at / 86400000"#,
+            site_id,
+            since
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut days: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+        for row in submitted {
+            days.entry(row.day).or_default().0 = row.count;
+        }
+        for row in decided {
+            days.entry(row.day).or_default().1 = row.count;
+        }
+        Ok(days
+            .into_iter()
+            .map(|(day, (submitted, decided))| {
+                (Timestamp::from_millis(day * DAY_MS), submitted, decided)
+            })
+            .collect())
     }
 
     async fn decide_media(

@@ -16,6 +16,7 @@ mod invitations;
 mod layout;
 mod members;
 mod moderation;
+mod overview;
 pub mod session;
 mod sign_in;
 mod sites;

@@ -228,6 +228,8 @@ pub async fn site_page_with(
         None
     };
     let failing_after = state.deliverer.failing_after();
+    let overview = super::overview::section(state, site, role, endpoints.as_deref()).await?;
+    let flagged = super::overview::flagged_waiting(state, site).await?;
     Ok(page(
         viewer,
         &site.name,
@@ -240,9 +242,12 @@ pub async fn site_page_with(
                 dt { "Created" } dd { (when(site.created_at)) }
             }
             p.links {
-                a.button href=(format!("/sites/{}/moderation", site.id)) { "Moderation queue" }
+                a.button href=(format!("/sites/{}/moderation", site.id)) {
+                    "Moderation queue" @if flagged > 0 { " (" (flagged) " flagged)" }
+                }
                 @if role.can_manage_site() { " " a.button.secondary href=(format!("/sites/{}/audit", site.id)) { "Audit log" } }
             }
+            (overview)
             @if let Some(endpoints) = endpoints {
                 section aria-labelledby="webhooks" {
                     h2 #webhooks { "Webhooks" }

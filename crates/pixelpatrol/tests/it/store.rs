@@ -55,6 +55,7 @@ both_backends!(
     a_test_delivery_is_written_already_leased,
     queue_figures_count_pending_in_flight_and_recent_attempts,
     a_setting_keeps_the_first_value_put,
+    media_figures_count_statuses_and_days_per_site,
 );
 
 /// The tests' epoch; [`t`] is a time after it.
@@ -1953,5 +1954,36 @@ async fn a_setting_keeps_the_first_value_put(backend: Backend) {
     assert_eq!(
         store.get_setting("answer").await.unwrap().as_deref(),
         Some("42")
+    );
+}
+
+async fn media_figures_count_statuses_and_days_per_site(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let site_a = site(&store).await;
+    let site_b = site(&store).await;
+    let first = submit(&store, &site_a, T0).await;
+    submit(&store, &site_a, t(DAY)).await;
+    submit(&store, &site_b, T0).await;
+    review(&store, &site_a, &media_of(&first), t(DAY + 5)).await;
+
+    let mut counts = store.media_status_counts(&site_a.id).await.unwrap();
+    counts.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(
+        counts,
+        [(MediaStatus::Approved, 1), (MediaStatus::Pending, 1)]
+    );
+    let day = |at: Timestamp| Timestamp::from_millis(at.millis() / DAY * DAY);
+    assert_eq!(
+        store.media_per_day(&site_a.id, t(-DAY)).await.unwrap(),
+        [(day(T0), 1, 0), (day(t(DAY)), 1, 1)],
+        "submitted on the first day, submitted and decided on the second"
+    );
+    assert_eq!(
+        store.media_per_day(&site_a.id, t(DAY)).await.unwrap(),
+        [(day(t(DAY)), 1, 1)]
+    );
+    assert_eq!(
+        store.media_status_counts(&site_b.id).await.unwrap(),
+        [(MediaStatus::Pending, 1)]
     );
 }
