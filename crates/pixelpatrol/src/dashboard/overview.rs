@@ -108,7 +108,7 @@ pub async fn section(
                 slowest.push((p95, endpoint.url.clone()));
             }
         }
-        slowest.sort_by(|a, b| b.0.cmp(&a.0));
+        slowest.sort_by_key(|(p95, _)| std::cmp::Reverse(*p95));
         slowest.truncate(3);
         deliveries = Some((attempts, successes, slowest));
     }
