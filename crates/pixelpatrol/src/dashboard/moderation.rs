@@ -29,6 +29,10 @@ pub fn router() -> Router<AppState> {
             "/sites/{site_id}/moderation/{media_id}/review",
             post(review),
         )
+        .route(
+            "/sites/{site_id}/moderation/{media_id}/thumbnail",
+            get(thumbnail),
+        )
 }
 
 #[derive(Deserialize, Default)]
@@ -57,16 +61,22 @@ async fn moderated_site(
         .ok_or(DashError::NotFound)
 }
 
-fn preview(media: &Media) -> Markup {
+fn preview(site: &Site, media: &Media) -> Markup {
     html! {
         @if let Some(body) = &media.body {
             @let shown: String = body.chars().take(PREVIEW_CHARS).collect();
             blockquote.preview { (shown) @if body.chars().count() > PREVIEW_CHARS { "…" } }
         }
         @if let Some(url) = &media.content_url {
-            // Never loaded from the page: the third party would learn who
-            // moderates, and when.
-            p.preview-url { (media.content_type) " at " code { (url) } }
+            // Through the server's proxy, never the third party's URL: it
+            // would learn who moderates, and when.
+            @if media.content_type == "image" {
+                img.thumbnail src=(format!("/sites/{}/moderation/{}/thumbnail", site.id, media.id))
+                    alt="Preview of the submitted image" loading="lazy";
+            }
+            // The host only: the page holds no third-party URL at all.
+            @let host = url::Url::parse(url).ok().and_then(|url| url.host_str().map(str::to_string));
+            p.preview-url { (media.content_type) @if let Some(host) = host { " from " code { (host) } } }
         }
     }
 }
@@ -122,7 +132,7 @@ fn item(viewer: &Viewer, site: &Site, media: &Media, status_filter: MediaStatus)
                 " " (when(media.created_at))
                 @if let Some(app_id) = &media.app_media_id { span.muted { " · your id " code { (app_id) } } }
             }
-            (preview(media))
+            (preview(site, media))
             (analysis(media))
             @if let Some(reviewer) = &media.reviewer {
                 p.muted { "Reviewed by " (reviewer.email) @if let Some(at) = media.moderated_at { ", " (when(at)) }
@@ -257,4 +267,35 @@ async fn review(
         back.as_str()
     ))
     .into_response())
+}
+
+/// An item's image, small, fetched by the server under the same guard and
+/// limits as analysis.
+async fn thumbnail(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((site_id, media_id)): Path<(SiteId, MediaId)>,
+) -> Result<Response, DashError> {
+    let site = moderated_site(&state, &viewer, &site_id).await?;
+    let media = state
+        .store
+        .get_media(&media_id)
+        .await?
+        .filter(|media| media.site_id == site.id)
+        .ok_or(DashError::NotFound)?;
+    let url = media.content_url.as_deref().ok_or(DashError::NotFound)?;
+    match state.moderator.thumbnail(url).await {
+        Ok(png) => Ok((
+            [
+                (axum::http::header::CONTENT_TYPE, "image/png"),
+                (axum::http::header::CACHE_CONTROL, "private, max-age=600"),
+            ],
+            png,
+        )
+            .into_response()),
+        Err(error) => {
+            tracing::info!(media_id = %media.id, error = %error, "no preview");
+            Ok((axum::http::StatusCode::BAD_GATEWAY, error.to_string()).into_response())
+        }
+    }
 }

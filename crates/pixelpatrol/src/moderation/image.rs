@@ -138,6 +138,48 @@ impl ImageAnalyzer {
     }
 }
 
+/// Longest side of a thumbnail the moderation queue shows.
+pub const THUMBNAIL_SIDE: u32 = 320;
+
+impl ImageAnalyzer {
+    /// A small PNG of the image at `url`, fetched as analysis fetches it
+    /// (the network guard, the size and pixel limits), for the moderation
+    /// queue: a moderator's browser never loads the third party's URL.
+    pub async fn thumbnail(&self, url: &str) -> Result<Vec<u8>, AnalyzerError> {
+        let bytes = self.fetch(url).await?;
+        let format = match detect_format(&bytes) {
+            Detected::Image(format) => format,
+            Detected::Unsupported(kind) => {
+                return Err(AnalyzerError::new(format!("no preview for {kind}")));
+            }
+            Detected::Unknown => {
+                return Err(AnalyzerError::new("not a JPEG, PNG, GIF or WebP image"));
+            }
+        };
+        let permit = self
+            .decode_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AnalyzerError::new("shutting down"))?;
+        let max_pixels = self.max_pixels;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let image = decode(&bytes, format, max_pixels)?;
+            let small = image.thumbnail(THUMBNAIL_SIDE, THUMBNAIL_SIDE);
+            let mut png = Vec::new();
+            small
+                .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+                .map_err(|error| {
+                    AnalyzerError::new(format!("encoding the preview failed: {error}"))
+                })?;
+            Ok(png)
+        })
+        .await
+        .map_err(|error| AnalyzerError::new(format!("image decoding crashed: {error}")))?
+    }
+}
+
 /// Decodes an image of a detected format, refusing more than `max_pixels`
 /// pixels before any pixel memory is allocated.
 pub fn decode(

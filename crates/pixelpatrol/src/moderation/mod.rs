@@ -166,6 +166,8 @@ pub struct Moderator {
     store: Arc<dyn ModerationStore>,
     deliverer: Arc<Deliverer>,
     analyzers: Vec<Arc<dyn Analyzer>>,
+    /// Also one of `analyzers`; kept by type for the queue's previews.
+    image: Arc<image::ImageAnalyzer>,
     nsfw: Arc<nsfw::NsfwClassifier>,
     analyzer_timeout: Duration,
     lease: Duration,
@@ -187,13 +189,13 @@ impl Moderator {
             config.inference_threads,
         ));
         let text = text::TextAnalyzer::new().map_err(anyhow::Error::msg)?;
-        let image = image::ImageAnalyzer::new(
+        let image = Arc::new(image::ImageAnalyzer::new(
             nsfw.clone(),
             config.fetch_timeout,
             config.max_image_pixels,
             config.dev,
             config.inference_threads,
-        )?;
+        )?);
         let global_external = config.external_analyzer_url.clone().map(|url| {
             (
                 url,
@@ -205,7 +207,8 @@ impl Moderator {
         Ok(Arc::new(Moderator {
             store,
             deliverer,
-            analyzers: vec![Arc::new(text), Arc::new(image), Arc::new(external)],
+            analyzers: vec![Arc::new(text), image.clone(), Arc::new(external)],
+            image,
             nsfw,
             analyzer_timeout: config.analyzer_timeout,
             // Every analyzer runs within its timeout; the margin covers
@@ -216,6 +219,11 @@ impl Moderator {
             wake: Notify::new(),
             heartbeat: Heartbeat::default(),
         }))
+    }
+
+    /// A small PNG of an item's image, for the moderation queue.
+    pub async fn thumbnail(&self, url: &str) -> Result<Vec<u8>, analyzer::AnalyzerError> {
+        self.image.thumbnail(url).await
     }
 
     pub fn nsfw(&self) -> &nsfw::NsfwClassifier {

@@ -21,6 +21,7 @@ both_backends!(
     a_site_keeps_an_owner_and_a_revoked_invitation_does_not_work,
     a_disabled_endpoint_is_re_enabled_from_its_page,
     an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_given,
+    the_queue_shows_images_through_the_servers_own_small_preview,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -937,4 +938,82 @@ async fn an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_g
         .unwrap();
     assert_eq!(log[0].action, "endpoint.updated");
     assert_eq!(log[0].detail["secret_changed"], false);
+}
+
+async fn the_queue_shows_images_through_the_servers_own_small_preview(backend: Backend) {
+    let app = spawn_app(backend).await;
+    operator(&app, "operator@example.com").await;
+    let site = app.create_site().await;
+    let image = std::fs::read(format!(
+        "{}/tests/fixtures/nsfw/gradient-640x480.png",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let host = crate::common::serve_files(vec![("/cat.png", "image/png", image)]).await;
+    let image_url = format!("{host}/cat.png");
+    let (status, submitted) = app
+        .post(
+            "/v1/submit-media",
+            &site.key,
+            serde_json::json!({"content_url": image_url}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let media_id = submitted["id"].as_str().unwrap();
+    let (cookie, _) = sign_in(&app, "operator@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let http = browserless();
+    let queue = http
+        .get(format!(
+            "{}/sites/{}/moderation?status=pending",
+            app.address, site.id
+        ))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let preview = format!("/sites/{}/moderation/{media_id}/thumbnail", site.id);
+    assert!(
+        queue.contains(&preview),
+        "the item's preview is the server's"
+    );
+    assert!(
+        !queue.contains(&image_url),
+        "the page holds no third-party URL"
+    );
+    let thumbnail = http
+        .get(format!("{}{preview}", app.address))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), StatusCode::OK);
+    assert_eq!(thumbnail.headers()["content-type"], "image/png");
+    let png = thumbnail.bytes().await.unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (320, 240), "scaled to fit 320 pixels");
+    // Signed out, or another site's item: nothing.
+    let anonymous = http
+        .get(format!("{}{preview}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    let other = app.create_site().await;
+    let wrong_site = http
+        .get(format!(
+            "{}/sites/{}/moderation/{media_id}/thumbnail",
+            app.address, other.id
+        ))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_site.status(), StatusCode::NOT_FOUND);
 }
