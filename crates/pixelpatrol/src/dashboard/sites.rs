@@ -21,6 +21,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sites", get(list).post(create))
         .route("/sites/{site_id}", get(site_page))
+        .route("/sites/{site_id}/edit", axum::routing::post(edit))
+        .route("/sites/{site_id}/delete", axum::routing::post(delete))
 }
 
 /// The sites this person sees, with their role (operators: every site).
@@ -257,6 +259,115 @@ pub async fn site_page_with(
                 p.muted { "As a " (Role::Moderator) ", you work this site's moderation queue; its webhooks and secrets are for its owners and developers." }
             }
             (people)
+            @if role.can_manage_site() { (settings(viewer, site)) }
         },
     ))
+}
+
+/// The site's settings (owners and operators) and, for operators, deleting it.
+fn settings(viewer: &Viewer, site: &Site) -> Markup {
+    let csrf = &viewer.session.csrf_token;
+    html! {
+        section aria-labelledby="settings" {
+            h2 #settings { "Site settings" }
+            form.card method="post" action=(format!("/sites/{}/edit", site.id)) {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="edit-name" { "Name" }
+                input #edit-name name="name" value=(site.name) required maxlength="200";
+                label for="edit-url" { "URL" }
+                input #edit-url name="url" type="url" value=(site.url.as_deref().unwrap_or(""));
+                label for="edit-description" { "Description" }
+                textarea #edit-description name="description" rows="2" maxlength="2000" { (site.description.as_deref().unwrap_or("")) }
+                button.primary type="submit" { "Save settings" }
+            }
+            @if viewer.user.is_admin {
+                details.danger {
+                    summary { "Delete this site" }
+                    form method="post" action=(format!("/sites/{}/delete", site.id)) {
+                        input type="hidden" name="csrf" value=(csrf);
+                        label.check {
+                            input type="checkbox" name="confirm" value="yes" required;
+                            "Yes, delete it with its endpoints, deliveries, media and members"
+                        }
+                        button.danger type="submit" { "Delete site" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    Path(site_id): Path<SiteId>,
+    post: Post<NewSiteForm>,
+) -> Result<Response, DashError> {
+    let Post { viewer, form } = post;
+    viewer
+        .require(&state, &site_id, Role::can_manage_site)
+        .await?;
+    let mut site = state
+        .store
+        .get_site(&site_id)
+        .await?
+        .ok_or(DashError::NotFound)?;
+    let before = (
+        site.name.clone(),
+        site.url.clone(),
+        site.description.clone(),
+    );
+    site.name = crate::api::validate::text("name", form.name.trim(), 200)?;
+    site.url = Some(form.url.trim())
+        .filter(|url| !url.is_empty())
+        .map(|url| crate::api::validate::web_url("url", url))
+        .transpose()?;
+    site.description =
+        crate::api::validate::optional_text("description", Some(form.description.trim()), 2000)?;
+    site.updated_at = crate::model::Timestamp::now();
+    if !state.store.update_site(&site).await? {
+        return Err(DashError::NotFound);
+    }
+    let detail = serde_json::json!({
+        "name": site.name, "url": site.url, "description": site.description,
+        "before": {"name": before.0, "url": before.1, "description": before.2},
+    });
+    super::audit(
+        &state,
+        &viewer,
+        &site.id,
+        "site.updated",
+        site.id.as_str(),
+        detail,
+    )
+    .await?;
+    Ok(axum::response::Redirect::to(&format!("/sites/{}", site.id)).into_response())
+}
+
+#[derive(Deserialize)]
+struct Confirm {
+    confirm: Option<String>,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path(site_id): Path<SiteId>,
+    post: Post<Confirm>,
+) -> Result<Response, DashError> {
+    if !post.viewer.user.is_admin {
+        return Err(DashError::Forbidden);
+    }
+    if site_id == OPERATOR_SITE_ID {
+        return Err(DashError::NotFound);
+    }
+    if post.form.confirm.as_deref() != Some("yes") {
+        return Err(DashError::BadRequest(
+            "Tick the confirmation to delete the site.".into(),
+        ));
+    }
+    if !state.store.delete_site(&site_id).await? {
+        return Err(DashError::NotFound);
+    }
+    // The site's audit log goes with it; the server's log keeps the fact.
+    tracing::info!(site_id = %site_id, by = %post.viewer.user.email, "site deleted");
+    Ok(axum::response::Redirect::to("/sites").into_response())
 }

@@ -22,6 +22,7 @@ both_backends!(
     a_disabled_endpoint_is_re_enabled_from_its_page,
     an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_given,
     the_queue_shows_images_through_the_servers_own_small_preview,
+    owners_edit_their_site_and_only_operators_delete_one,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -1016,4 +1017,105 @@ async fn the_queue_shows_images_through_the_servers_own_small_preview(backend: B
         .await
         .unwrap();
     assert_eq!(wrong_site.status(), StatusCode::NOT_FOUND);
+}
+
+async fn owners_edit_their_site_and_only_operators_delete_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    operator(&app, "operator@example.com").await;
+    let site = app.create_site().await;
+    let store = app.store().await;
+    let site_id: pixelpatrol::model::SiteId = site.id.as_str().into();
+    for (email, role) in [
+        ("owner@example.com", Role::Owner),
+        ("dev@example.com", Role::Developer),
+    ] {
+        let user = pixelpatrol::people::create_account(&store, email, PASSWORD, false)
+            .await
+            .unwrap()
+            .unwrap();
+        let audit = AuditEntry {
+            id: pixelpatrol::model::AuditId::generate(),
+            site_id: Some(site_id.clone()),
+            actor: None,
+            action: "member.added".into(),
+            target: None,
+            detail: serde_json::json!({}),
+            created_at: pixelpatrol::model::Timestamp::now(),
+        };
+        store
+            .set_member(&site_id, &user.id, role, audit.created_at, &audit)
+            .await
+            .unwrap();
+    }
+    let http = browserless();
+    let post =
+        |cookie: String, csrf: String, path: String, fields: Vec<(&'static str, &'static str)>| {
+            let mut fields: Vec<(&str, String)> = fields
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect();
+            fields.push(("csrf", csrf));
+            http.post(format!("{}{path}", app.address))
+                .header(COOKIE, cookie)
+                .form(&fields)
+                .send()
+        };
+    let edit = format!("/sites/{}/edit", site.id);
+    let delete = format!("/sites/{}/delete", site.id);
+    // A developer may not change the site.
+    let (cookie, csrf) = sign_in(&app, "dev@example.com", PASSWORD).await.unwrap();
+    let refused = post(cookie, csrf, edit.clone(), vec![("name", "Nope")])
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // An owner may, with the API's checks; but may not delete it.
+    let (cookie, csrf) = sign_in(&app, "owner@example.com", PASSWORD).await.unwrap();
+    let bad = post(
+        cookie.clone(),
+        csrf.clone(),
+        edit.clone(),
+        vec![("name", "x"), ("url", "ftp://x.example.com")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let saved = post(
+        cookie.clone(),
+        csrf.clone(),
+        edit.clone(),
+        vec![
+            ("name", "Renamed"),
+            ("url", "https://renamed.example.com"),
+            ("description", "New words"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let (_, shown) = app
+        .get(&format!("/v1/sites/{}", site.id), ADMIN_TOKEN)
+        .await;
+    assert_eq!(shown["name"], "Renamed");
+    assert_eq!(shown["url"], "https://renamed.example.com/");
+    assert_eq!(shown["description"], "New words");
+    let refused = post(cookie, csrf, delete.clone(), vec![("confirm", "yes")])
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // An operator deletes it, once they confirm.
+    let (cookie, csrf) = sign_in(&app, "operator@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let unconfirmed = post(cookie.clone(), csrf.clone(), delete.clone(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+    let deleted = post(cookie, csrf, delete, vec![("confirm", "yes")])
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    let (status, _) = app
+        .get(&format!("/v1/sites/{}", site.id), ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
