@@ -11,6 +11,7 @@
 
 mod audit;
 mod deliveries;
+mod endpoint_form;
 mod health;
 mod invitations;
 mod layout;
@@ -75,6 +76,7 @@ pub fn router() -> Router<AppState> {
         .merge(moderation::router())
         .merge(invitations::router())
         .merge(webhooks::router())
+        .merge(endpoint_form::router())
         .merge(deliveries::router())
         .merge(audit::router())
 }

@@ -229,7 +229,6 @@ pub async fn site_page_with(
     } else {
         None
     };
-    let failing_after = state.deliverer.failing_after();
     let overview = super::overview::section(state, site, role, endpoints.as_deref()).await?;
     let flagged = super::overview::flagged_waiting(state, site).await?;
     Ok(page(
@@ -253,7 +252,7 @@ pub async fn site_page_with(
             @if let Some(endpoints) = endpoints {
                 section aria-labelledby="webhooks" {
                     h2 #webhooks { "Webhooks" }
-                    (super::webhooks::endpoints_table(site, &endpoints, failing_after))
+                    (super::webhooks::endpoints_table(state, site, &endpoints).await?)
                 }
             } @else {
                 p.muted { "As a " (Role::Moderator) ", you work this site's moderation queue; its webhooks and secrets are for its owners and developers." }

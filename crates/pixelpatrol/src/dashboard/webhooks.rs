@@ -1,29 +1,25 @@
-//! A site's webhook endpoints, as the webhook spec walks a person through
-//! them: add one (URL, a generated or typed secret, the events), send a test
-//! webhook and see the outcome at once, reveal or rotate the secret
-//! (audited), delete it. Owners and developers only: a moderator gets 403.
+//! An endpoint's page: send a test webhook and see the outcome at once,
+//! reveal or rotate the secret (audited), its health, re-enable, delete;
+//! and the site page's list of endpoints. Adding and editing one is
+//! `endpoint_form`. Owners and developers only: a moderator gets 403.
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
-use pixelpatrol_webhooks::EventType;
 use serde::Deserialize;
 
-use super::layout::{empty, field_error, page, reveal_once, when};
+use super::layout::{empty, page, reveal_once, when};
 use super::session::{Post, Viewer};
 use super::{DashError, audit};
 use crate::api::AppState;
-use crate::api::error::AppError;
-use crate::api::webhooks::{EndpointFields, new_endpoint, send_test_webhook};
+use crate::api::webhooks::send_test_webhook;
 use crate::model::{Endpoint, EndpointId, Role, Site, SiteId, Timestamp};
 use crate::util::new_webhook_secret;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/sites/{site_id}/webhooks", post(create))
-        .route("/sites/{site_id}/webhooks/new", get(new_form))
         .route("/sites/{site_id}/webhooks/{webhook_id}", get(endpoint_page))
         .route(
             "/sites/{site_id}/webhooks/{webhook_id}/test",
@@ -45,14 +41,10 @@ pub fn router() -> Router<AppState> {
             "/sites/{site_id}/webhooks/{webhook_id}/enable",
             post(enable),
         )
-        .route(
-            "/sites/{site_id}/webhooks/{webhook_id}/edit",
-            get(edit_form).post(edit),
-        )
 }
 
 /// The site, if this person may manage its webhooks.
-async fn webhook_site(
+pub(super) async fn webhook_site(
     state: &AppState,
     viewer: &Viewer,
     site_id: &SiteId,
@@ -67,7 +59,7 @@ async fn webhook_site(
         .ok_or(DashError::NotFound)
 }
 
-async fn load(
+pub(super) async fn load(
     state: &AppState,
     viewer: &Viewer,
     site_id: &SiteId,
@@ -82,182 +74,11 @@ async fn load(
     Ok((site, endpoint))
 }
 
-fn crumbs(site: &Site) -> Vec<(&str, String)> {
+pub(super) fn crumbs(site: &Site) -> Vec<(&str, String)> {
     vec![
         ("Sites", "/sites".into()),
         (site.name.as_str(), format!("/sites/{}", site.id)),
     ]
-}
-
-/// The events a site's endpoint can subscribe to.
-fn subscribable() -> impl Iterator<Item = EventType> {
-    EventType::ALL
-        .into_iter()
-        .filter(|event| !event.is_operator_alert())
-}
-
-#[derive(Deserialize, Default)]
-struct EndpointForm {
-    #[serde(default)]
-    url: String,
-    #[serde(default)]
-    secret: String,
-    #[serde(default)]
-    events: Vec<String>,
-    active: Option<String>,
-    strict_ordering: Option<String>,
-    #[serde(default)]
-    description: String,
-}
-
-/// Where the form posts, and what its secret field means.
-enum FormFor<'a> {
-    New,
-    Edit(&'a Endpoint),
-}
-
-fn endpoint_form(
-    viewer: &Viewer,
-    site: &Site,
-    input: &EndpointForm,
-    error: Option<(&str, &str)>,
-    purpose: FormFor<'_>,
-) -> Markup {
-    let (action, secret_hint) = match purpose {
-        FormFor::New => (
-            format!("/sites/{}/webhooks", site.id),
-            "Leave empty to have one generated",
-        ),
-        FormFor::Edit(endpoint) => (
-            format!("/sites/{}/webhooks/{}/edit", site.id, endpoint.id),
-            "Leave empty to keep the current secret",
-        ),
-    };
-    // The API names `events[2]`; the form shows one error for the group.
-    let error_of = |field: &str| {
-        error
-            .filter(|(name, _)| *name == field || name.starts_with(&format!("{field}[")))
-            .map(|(_, text)| text)
-    };
-    let checked = |event: EventType| input.events.iter().any(|name| name == event.as_str());
-    html! {
-        form.card method="post" action=(action) {
-            input type="hidden" name="csrf" value=(viewer.session.csrf_token);
-            label for="endpoint-url" { "Endpoint URL" }
-            input #endpoint-url name="url" type="url" value=(input.url) required placeholder="https://example.com/webhooks/pixelpatrol";
-            (field_error(error_of("url")))
-            label for="endpoint-secret" { "Secret" }
-            div.with-button {
-                input #endpoint-secret name="secret" value=(input.secret) autocomplete="off" spellcheck="false"
-                    placeholder=(secret_hint);
-                button type="button" data-generate-secret="endpoint-secret" { "Generate" }
-            }
-            p.hint { "16 to 256 characters. A generated secret (whsec_…) also works with the Standard Webhooks libraries." }
-            (field_error(error_of("secret")))
-            fieldset {
-                legend { "Events" }
-                @for event in subscribable() {
-                    label.check {
-                        input type="checkbox" name="events" value=(event.as_str()) checked[checked(event)];
-                        (event.as_str())
-                    }
-                }
-            }
-            (field_error(error_of("events")))
-            label.check {
-                input type="checkbox" name="active" value="on" checked[input.active.is_some()];
-                "Active"
-            }
-            label.check {
-                input type="checkbox" name="strict_ordering" value="on" checked[input.strict_ordering.is_some()];
-                "Strict ordering"
-            }
-            p.hint { "Every event to this endpoint in order, one at a time. Otherwise events are in order per media item, and different items go in parallel." }
-            label for="endpoint-description" { "Description" }
-            input #endpoint-description name="description" value=(input.description) maxlength="2000";
-            (field_error(error_of("description")))
-            button.primary type="submit" { "Save" }
-        }
-    }
-}
-
-async fn new_form(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(site_id): Path<SiteId>,
-) -> Result<Html<String>, DashError> {
-    let site = webhook_site(&state, &viewer, &site_id).await?;
-    let defaults = EndpointForm {
-        events: vec![
-            EventType::MediaCreated.as_str().into(),
-            EventType::MediaModerated.as_str().into(),
-        ],
-        active: Some("on".into()),
-        ..EndpointForm::default()
-    };
-    Ok(page(
-        &viewer,
-        "Add endpoint",
-        &crumbs(&site),
-        endpoint_form(&viewer, &site, &defaults, None, FormFor::New),
-    ))
-}
-
-async fn create(
-    State(state): State<AppState>,
-    Path(site_id): Path<SiteId>,
-    post: Post<EndpointForm>,
-) -> Result<Response, DashError> {
-    let Post { viewer, form } = post;
-    let site = webhook_site(&state, &viewer, &site_id).await?;
-    let secret = Some(form.secret.trim()).filter(|secret| !secret.is_empty());
-    let description = Some(form.description.trim()).filter(|text| !text.is_empty());
-    let made = new_endpoint(
-        &site.id,
-        EndpointFields {
-            url: form.url.trim(),
-            secret,
-            events: &form.events,
-            active: form.active.is_some(),
-            description,
-            strict_ordering: form.strict_ordering.is_some(),
-        },
-        state.config.dev,
-    );
-    let endpoint = match made {
-        Ok(endpoint) => endpoint,
-        Err(AppError::Invalid { field, message }) => {
-            let field = field.unwrap_or_default();
-            let body = endpoint_form(
-                &viewer,
-                &site,
-                &form,
-                Some((&field, &message)),
-                FormFor::New,
-            );
-            let mut response = page(&viewer, "Add endpoint", &crumbs(&site), body).into_response();
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
-        }
-        Err(other) => return Err(other.into()),
-    };
-    state.store.create_endpoint(&endpoint).await?;
-    let detail = serde_json::json!({
-        "url": endpoint.url,
-        "events": endpoint.events,
-        "active": endpoint.active,
-        "strict_ordering": endpoint.strict_ordering,
-    });
-    audit(
-        &state,
-        &viewer,
-        &site.id,
-        "endpoint.created",
-        endpoint.id.as_str(),
-        detail,
-    )
-    .await?;
-    Ok(Redirect::to(&format!("/sites/{}/webhooks/{}", site.id, endpoint.id)).into_response())
 }
 
 /// healthy, failing or disabled.
@@ -434,111 +255,6 @@ async fn rotate_secret(
     render(&state, &post.viewer, &site, &endpoint, shown).await
 }
 
-fn form_of(endpoint: &Endpoint) -> EndpointForm {
-    EndpointForm {
-        url: endpoint.url.clone(),
-        secret: String::new(),
-        events: endpoint
-            .events
-            .iter()
-            .map(|event| event.as_str().to_string())
-            .collect(),
-        active: endpoint.active.then(|| "on".to_string()),
-        strict_ordering: endpoint.strict_ordering.then(|| "on".to_string()),
-        description: endpoint.description.clone().unwrap_or_default(),
-    }
-}
-
-async fn edit_form(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
-) -> Result<Html<String>, DashError> {
-    let (site, endpoint) = load(&state, &viewer, &site_id, &webhook_id).await?;
-    let form = endpoint_form(
-        &viewer,
-        &site,
-        &form_of(&endpoint),
-        None,
-        FormFor::Edit(&endpoint),
-    );
-    Ok(page(&viewer, "Edit endpoint", &crumbs(&site), form))
-}
-
-/// The endpoint with the form's values, checked as the API checks them.
-fn edited(endpoint: &Endpoint, form: &EndpointForm, dev: bool) -> Result<Endpoint, AppError> {
-    let mut edited = endpoint.clone();
-    edited.url = crate::api::validate::endpoint_url("url", form.url.trim(), dev)?;
-    if !form.secret.trim().is_empty() {
-        edited.secret = crate::api::webhooks::check_secret(form.secret.trim())?;
-    }
-    edited.events = crate::api::webhooks::parse_events(&form.events)?;
-    edited.description =
-        crate::api::validate::optional_text("description", Some(form.description.trim()), 2000)?;
-    edited.strict_ordering = form.strict_ordering.is_some();
-    let active = form.active.is_some();
-    if active && !endpoint.active {
-        // Turned back on: what disabled it no longer applies.
-        edited.disabled_reason = None;
-        edited.disabled_at = None;
-    }
-    edited.active = active;
-    edited.updated_at = Timestamp::now();
-    Ok(edited)
-}
-
-async fn edit(
-    State(state): State<AppState>,
-    Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
-    post: Post<EndpointForm>,
-) -> Result<Response, DashError> {
-    let Post { viewer, form } = post;
-    let (site, endpoint) = load(&state, &viewer, &site_id, &webhook_id).await?;
-    let changed = match edited(&endpoint, &form, state.config.dev) {
-        Ok(changed) => changed,
-        Err(AppError::Invalid { field, message }) => {
-            let field = field.unwrap_or_default();
-            let body = endpoint_form(
-                &viewer,
-                &site,
-                &form,
-                Some((&field, &message)),
-                FormFor::Edit(&endpoint),
-            );
-            let mut response = page(&viewer, "Edit endpoint", &crumbs(&site), body).into_response();
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
-        }
-        Err(other) => return Err(other.into()),
-    };
-    let set_active = changed.active != endpoint.active;
-    if !state
-        .store
-        .update_endpoint(&changed, set_active, changed.updated_at)
-        .await?
-    {
-        return Err(DashError::NotFound);
-    }
-    state.deliverer.wake();
-    let detail = serde_json::json!({
-        "url": changed.url,
-        "events": changed.events,
-        "active": changed.active,
-        "strict_ordering": changed.strict_ordering,
-        "secret_changed": changed.secret != endpoint.secret,
-    });
-    audit(
-        &state,
-        &viewer,
-        &site.id,
-        "endpoint.updated",
-        endpoint.id.as_str(),
-        detail,
-    )
-    .await?;
-    Ok(Redirect::to(&format!("/sites/{}/webhooks/{}", site.id, endpoint.id)).into_response())
-}
-
 async fn enable(
     State(state): State<AppState>,
     Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
@@ -605,27 +321,48 @@ async fn delete(
     Ok(Redirect::to(&format!("/sites/{}", site.id)).into_response())
 }
 
-/// The site page's list of endpoints.
-pub fn endpoints_table(site: &Site, endpoints: &[Endpoint], failing_after: i64) -> Markup {
-    html! {
+/// The site page's list of endpoints: state, URL, events, the last
+/// delivery and the success rate over 24 hours.
+pub async fn endpoints_table(
+    state: &AppState,
+    site: &Site,
+    endpoints: &[Endpoint],
+) -> anyhow::Result<Markup> {
+    let failing_after = state.deliverer.failing_after();
+    let now = Timestamp::now();
+    let mut rates = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        rates.push(
+            state
+                .store
+                .endpoint_health(&endpoint.id, now)
+                .await?
+                .last_day
+                .success_rate,
+        );
+    }
+    Ok(html! {
         @if endpoints.is_empty() {
             (empty("No webhook endpoints yet. Add one to receive media.created and media.moderated events."))
         } @else {
             table {
-                thead { tr { th { "State" } th { "Endpoint URL" } th { "Events" } th { "Ordering" } } }
+                thead { tr { th { "State" } th { "Endpoint URL" } th { "Events" } th { "Last delivery" } th { "Success, 24 h" } } }
                 tbody {
-                    @for endpoint in endpoints {
+                    @for (endpoint, rate) in endpoints.iter().zip(&rates) {
                         @let endpoint_state = endpoint_state(endpoint, failing_after);
+                        @let last = endpoint.health.last_success_at.max(endpoint.health.last_failure_at);
                         tr {
                             td { span class=(format!("state {endpoint_state}")) { (endpoint_state) } }
-                            td { a href=(format!("/sites/{}/webhooks/{}", site.id, endpoint.id)) { (endpoint.url) } }
+                            td { a href=(format!("/sites/{}/webhooks/{}", site.id, endpoint.id)) { (endpoint.url) }
+                                @if endpoint.strict_ordering { br; span.muted { "strict ordering" } } }
                             td { (endpoint.events.iter().map(|event| event.as_str()).collect::<Vec<_>>().join(", ")) }
-                            td { @if endpoint.strict_ordering { "strict" } @else { "per media item" } }
+                            td { @if let Some(at) = last { (when(at)) } @else { span.muted { "none yet" } } }
+                            td { @if let Some(rate) = rate { (format!("{:.1}%", rate * 100.0)) } @else { span.muted { "—" } } }
                         }
                     }
                 }
             }
         }
         p { a.button href=(format!("/sites/{}/webhooks/new", site.id)) { "Add endpoint" } }
-    }
+    })
 }
