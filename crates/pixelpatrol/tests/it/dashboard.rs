@@ -402,6 +402,23 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing(backend: B
     assert_eq!(after.status(), StatusCode::SEE_OTHER);
     assert_eq!(after.headers()[LOCATION], "/sign-in?next=%2Fsites");
 
+    // Pages cannot be framed by another site, load only this server's
+    // files, and are not cached.
+    let page = http
+        .get(format!("{}/sign-in", app.address))
+        .send()
+        .await
+        .unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["cache-control"], "no-store");
+
     // The sign-in form checks its own token against its cookie.
     let response = http
         .post(format!("{}/sign-in", app.address))
