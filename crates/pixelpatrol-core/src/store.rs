@@ -220,7 +220,13 @@ pub trait Sites: Send + Sync {
 
 #[async_trait]
 pub trait Endpoints: Send + Sync {
-    async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()>;
+    /// Creates the endpoint, writing `audit` (who did it) in the same
+    /// transaction; so do the update and the delete.
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()>;
     async fn list_endpoints(&self, site_id: &SiteId) -> anyhow::Result<Vec<Endpoint>>;
     async fn get_endpoint(
         &self,
@@ -236,8 +242,14 @@ pub trait Endpoints: Send + Sync {
         endpoint: &Endpoint,
         set_active: bool,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<bool>;
-    async fn delete_endpoint(&self, site_id: &SiteId, id: &EndpointId) -> anyhow::Result<bool>;
+    async fn delete_endpoint(
+        &self,
+        site_id: &SiteId,
+        id: &EndpointId,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<bool>;
 }
 
 #[async_trait]

@@ -1,7 +1,9 @@
 //! Webhook endpoints (shared by both backends: compiled into each).
 
 use async_trait::async_trait;
-use pixelpatrol_core::model::{Endpoint, EndpointHealthState, EndpointId, SiteId, Timestamp};
+use pixelpatrol_core::model::{
+    AuditEntry, Endpoint, EndpointHealthState, EndpointId, SiteId, Timestamp,
+};
 use pixelpatrol_core::store::Endpoints;
 use pixelpatrol_webhooks::EventType;
 
@@ -136,7 +138,12 @@ impl BackendStore {
 
 #[async_trait]
 impl Endpoints for BackendStore {
-    async fn create_endpoint(&self, endpoint: &Endpoint) -> anyhow::Result<()> {
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write.begin().await?;
         let events = join_events(&endpoint.events);
         let id = endpoint.id.as_str();
         let site_id = endpoint.site_id.as_str();
@@ -157,8 +164,12 @@ impl Endpoints for BackendStore {
             created_at,
             updated_at,
         )
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        if let Some(audit) = audit {
+            Self::insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -191,6 +202,7 @@ impl Endpoints for BackendStore {
         endpoint: &Endpoint,
         set_active: bool,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<bool> {
         let mut tx = self.write.begin().await?;
         let reactivated = set_active && endpoint.active && {
@@ -245,11 +257,21 @@ impl Endpoints for BackendStore {
             .execute(&mut *tx)
             .await?;
         }
+        let updated = result.rows_affected() == 1;
+        if let (true, Some(audit)) = (updated, audit) {
+            Self::insert_audit(&mut tx, audit).await?;
+        }
         tx.commit().await?;
-        Ok(result.rows_affected() == 1)
+        Ok(updated)
     }
 
-    async fn delete_endpoint(&self, site_id: &SiteId, id: &EndpointId) -> anyhow::Result<bool> {
+    async fn delete_endpoint(
+        &self,
+        site_id: &SiteId,
+        id: &EndpointId,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write.begin().await?;
         let id = id.as_str();
         let site_id = site_id.as_str();
         let result = sqlx::query!(
@@ -257,8 +279,13 @@ impl Endpoints for BackendStore {
             id,
             site_id
         )
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let deleted = result.rows_affected() == 1;
+        if let (true, Some(audit)) = (deleted, audit) {
+            Self::insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 }

@@ -16,7 +16,8 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::{AppError, Result};
 use crate::model::{
-    DeliveryId, Endpoint, EndpointId, EventId, LeaseToken, NewEvent, NextStep, SiteId, Timestamp,
+    AuditEntry, AuditId, DeliveryId, Endpoint, EndpointId, EventId, LeaseToken, NewEvent, NextStep,
+    SiteId, Timestamp,
 };
 use crate::util::{new_id, new_webhook_secret};
 
@@ -209,7 +210,20 @@ async fn create_endpoint(
         },
         state.config.dev,
     )?;
-    state.store.create_endpoint(&endpoint).await?;
+    let detail = json!({
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "active": endpoint.active,
+        "strict_ordering": endpoint.strict_ordering,
+    });
+    let audit = api_audit(
+        &caller,
+        &endpoint.site_id,
+        "endpoint.created",
+        &endpoint.id,
+        detail,
+    );
+    state.store.create_endpoint(&endpoint, Some(&audit)).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewEndpointOut {
@@ -283,6 +297,7 @@ async fn update_endpoint(
     ApiJson(input): ApiJson<UpdateEndpoint>,
 ) -> Result<Json<EndpointOut>> {
     let mut endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
+    let secret_changed = input.secret.is_some();
     if let Some(url) = input.url {
         endpoint.url = endpoint_url("url", &url, state.config.dev)?;
     }
@@ -312,9 +327,22 @@ async fn update_endpoint(
         endpoint.strict_ordering = strict;
     }
     endpoint.updated_at = Timestamp::now();
+    let detail = json!({
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "active": endpoint.active,
+        "strict_ordering": endpoint.strict_ordering,
+        "secret_changed": secret_changed,
+    });
+    let audit = api_audit(&caller, &site_id, "endpoint.updated", &endpoint.id, detail);
     if !state
         .store
-        .update_endpoint(&endpoint, input.active.is_some(), endpoint.updated_at)
+        .update_endpoint(
+            &endpoint,
+            input.active.is_some(),
+            endpoint.updated_at,
+            Some(&audit),
+        )
         .await?
     {
         return Err(AppError::NotFound("webhook"));
@@ -330,10 +358,45 @@ async fn delete_endpoint(
     Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
 ) -> Result<StatusCode> {
     caller.ensure_site(&site_id)?;
-    if state.store.delete_endpoint(&site_id, &webhook_id).await? {
+    let audit = api_audit(
+        &caller,
+        &site_id,
+        "endpoint.deleted",
+        &webhook_id,
+        json!({}),
+    );
+    if state
+        .store
+        .delete_endpoint(&site_id, &webhook_id, Some(&audit))
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("webhook"))
+    }
+}
+
+/// An audit entry for a change made through the API: no person, but the
+/// credential that made it.
+fn api_audit(
+    caller: &Caller,
+    site_id: &SiteId,
+    action: &str,
+    target: &EndpointId,
+    mut detail: Value,
+) -> AuditEntry {
+    detail["via"] = json!(match caller {
+        Caller::Admin => "API, admin token",
+        Caller::Site(_) => "API, site key",
+    });
+    AuditEntry {
+        id: AuditId::generate(),
+        site_id: Some(site_id.clone()),
+        actor: None,
+        action: action.into(),
+        target: Some(target.to_string()),
+        detail,
+        created_at: Timestamp::now(),
     }
 }
 

@@ -64,7 +64,11 @@ async fn audit_log(
                         @for entry in &entries {
                             tr {
                                 td { (when(entry.created_at)) }
-                                td { @if let Some(actor) = &entry.actor { (actor.email) } @else { span.muted { "the server" } } }
+                                td {
+                                    @if let Some(actor) = &entry.actor { (actor.email) }
+                                    @else if let Some(via) = entry.detail["via"].as_str() { span.muted { (via) } }
+                                    @else { span.muted { "the server" } }
+                                }
                                 td { code { (entry.action) } }
                                 td { @if let Some(target) = &entry.target { code { (target) } } }
                                 td {

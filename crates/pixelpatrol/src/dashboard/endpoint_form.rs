@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::layout::{field_error, page};
 use super::session::{Post, Viewer};
 use super::webhooks::{crumbs, load, webhook_site};
-use super::{DashError, audit};
+use super::{DashError, audit_entry};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::api::webhooks::{EndpointFields, new_endpoint};
@@ -182,22 +182,20 @@ async fn create(
         }
         Err(other) => return Err(other.into()),
     };
-    state.store.create_endpoint(&endpoint).await?;
     let detail = serde_json::json!({
         "url": endpoint.url,
         "events": endpoint.events,
         "active": endpoint.active,
         "strict_ordering": endpoint.strict_ordering,
     });
-    audit(
-        &state,
+    let entry = audit_entry(
         &viewer,
         &site.id,
         "endpoint.created",
         endpoint.id.as_str(),
         detail,
-    )
-    .await?;
+    );
+    state.store.create_endpoint(&endpoint, Some(&entry)).await?;
     Ok(Redirect::to(&format!("/sites/{}/webhooks/{}", site.id, endpoint.id)).into_response())
 }
 
@@ -279,14 +277,6 @@ async fn edit(
         Err(other) => return Err(other.into()),
     };
     let set_active = changed.active != endpoint.active;
-    if !state
-        .store
-        .update_endpoint(&changed, set_active, changed.updated_at)
-        .await?
-    {
-        return Err(DashError::NotFound);
-    }
-    state.deliverer.wake();
     let detail = serde_json::json!({
         "url": changed.url,
         "events": changed.events,
@@ -294,14 +284,20 @@ async fn edit(
         "strict_ordering": changed.strict_ordering,
         "secret_changed": changed.secret != endpoint.secret,
     });
-    audit(
-        &state,
+    let entry = audit_entry(
         &viewer,
         &site.id,
         "endpoint.updated",
         endpoint.id.as_str(),
         detail,
-    )
-    .await?;
+    );
+    if !state
+        .store
+        .update_endpoint(&changed, set_active, changed.updated_at, Some(&entry))
+        .await?
+    {
+        return Err(DashError::NotFound);
+    }
+    state.deliverer.wake();
     Ok(Redirect::to(&format!("/sites/{}/webhooks/{}", site.id, endpoint.id)).into_response())
 }

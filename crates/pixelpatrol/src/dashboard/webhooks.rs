@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::layout::{empty, page, reveal_once, when};
 use super::session::{Post, Viewer};
-use super::{DashError, audit};
+use super::{DashError, audit, audit_entry};
 use crate::api::AppState;
 use crate::api::webhooks::send_test_webhook;
 use crate::model::{Endpoint, EndpointId, Role, Site, SiteId, Timestamp};
@@ -231,22 +231,20 @@ async fn rotate_secret(
     let (site, mut endpoint) = load(&state, &post.viewer, &site_id, &webhook_id).await?;
     endpoint.secret = new_webhook_secret();
     endpoint.updated_at = Timestamp::now();
-    if !state
-        .store
-        .update_endpoint(&endpoint, false, endpoint.updated_at)
-        .await?
-    {
-        return Err(DashError::NotFound);
-    }
-    audit(
-        &state,
+    let entry = audit_entry(
         &post.viewer,
         &site.id,
         "secret.rotated",
         endpoint.id.as_str(),
         serde_json::json!({}),
-    )
-    .await?;
+    );
+    if !state
+        .store
+        .update_endpoint(&endpoint, false, endpoint.updated_at, Some(&entry))
+        .await?
+    {
+        return Err(DashError::NotFound);
+    }
     let shown = reveal_once(
         "New signing secret",
         "endpoint-secret-value",
@@ -267,25 +265,23 @@ async fn enable(
         endpoint.disabled_reason = None;
         endpoint.disabled_at = None;
         endpoint.updated_at = Timestamp::now();
-        // The store starts its health afresh and makes its backlog due now.
-        if !state
-            .store
-            .update_endpoint(&endpoint, true, endpoint.updated_at)
-            .await?
-        {
-            return Err(DashError::NotFound);
-        }
-        state.deliverer.wake();
         let detail = serde_json::json!({"disabled_reason": was});
-        audit(
-            &state,
+        let entry = audit_entry(
             &post.viewer,
             &site.id,
             "endpoint.enabled",
             endpoint.id.as_str(),
             detail,
-        )
-        .await?;
+        );
+        // The store starts its health afresh and makes its backlog due now.
+        if !state
+            .store
+            .update_endpoint(&endpoint, true, endpoint.updated_at, Some(&entry))
+            .await?
+        {
+            return Err(DashError::NotFound);
+        }
+        state.deliverer.wake();
     }
     Ok(Redirect::to(&format!("/sites/{}/webhooks/{}", site.id, endpoint.id)).into_response())
 }
@@ -306,18 +302,18 @@ async fn delete(
             "Tick the confirmation to delete the endpoint.".into(),
         ));
     }
-    if state.store.delete_endpoint(&site.id, &endpoint.id).await? {
-        let detail = serde_json::json!({"url": endpoint.url});
-        audit(
-            &state,
-            &post.viewer,
-            &site.id,
-            "endpoint.deleted",
-            endpoint.id.as_str(),
-            detail,
-        )
+    let detail = serde_json::json!({"url": endpoint.url});
+    let entry = audit_entry(
+        &post.viewer,
+        &site.id,
+        "endpoint.deleted",
+        endpoint.id.as_str(),
+        detail,
+    );
+    state
+        .store
+        .delete_endpoint(&site.id, &endpoint.id, Some(&entry))
         .await?;
-    }
     Ok(Redirect::to(&format!("/sites/{}", site.id)).into_response())
 }
 

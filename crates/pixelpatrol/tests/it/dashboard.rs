@@ -872,6 +872,16 @@ async fn a_disabled_endpoint_is_re_enabled_from_its_page(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(log[0].action, "endpoint.enabled");
+    // The API's changes are in the log too, with the credential that made them.
+    let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["endpoint.enabled", "endpoint.updated", "endpoint.created"]
+    );
+    assert_eq!(log[1].detail["via"], "API, site key");
+    assert_eq!(log[1].detail["active"], false);
+    assert!(log[1].actor.is_none());
+    assert_eq!(log[2].detail["via"], "API, site key");
 }
 
 async fn an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_given(

@@ -56,6 +56,7 @@ both_backends!(
     queue_figures_count_pending_in_flight_and_recent_attempts,
     a_setting_keeps_the_first_value_put,
     media_figures_count_statuses_and_days_per_site,
+    an_endpoint_change_writes_its_audit_entry_with_it_and_a_refused_one_none,
 );
 
 /// The tests' epoch; [`t`] is a time after it.
@@ -132,7 +133,7 @@ async fn add_endpoint(
         created_at,
         updated_at: created_at,
     };
-    store.create_endpoint(&endpoint).await.unwrap();
+    store.create_endpoint(&endpoint, None).await.unwrap();
     endpoint
 }
 
@@ -941,7 +942,12 @@ async fn an_inactive_endpoint_is_not_claimed_and_reactivating_it_makes_its_backl
     let mut off = endpoint.clone();
     off.active = false;
     off.updated_at = t(20);
-    assert!(store.update_endpoint(&off, true, t(20)).await.unwrap());
+    assert!(
+        store
+            .update_endpoint(&off, true, t(20), None)
+            .await
+            .unwrap()
+    );
     assert!(!get_endpoint(&store, &endpoint).await.active);
     // An inactive endpoint gets no new deliveries, and its backlog waits.
     submit(&store, &site, t(30)).await;
@@ -952,14 +958,24 @@ async fn an_inactive_endpoint_is_not_claimed_and_reactivating_it_makes_its_backl
     let mut edited = endpoint.clone();
     edited.active = true;
     edited.description = Some("edited".into());
-    assert!(store.update_endpoint(&edited, false, t(40)).await.unwrap());
+    assert!(
+        store
+            .update_endpoint(&edited, false, t(40), None)
+            .await
+            .unwrap()
+    );
     let stored = get_endpoint(&store, &endpoint).await;
     assert!(!stored.active);
     assert_eq!(stored.description.as_deref(), Some("edited"));
     assert!(claim(&store, t(HOUR)).await.is_empty());
 
     // Turned back on, its pending deliveries are due at once.
-    assert!(store.update_endpoint(&edited, true, t(100)).await.unwrap());
+    assert!(
+        store
+            .update_endpoint(&edited, true, t(100), None)
+            .await
+            .unwrap()
+    );
     assert!(get_endpoint(&store, &endpoint).await.active);
     assert_eq!(
         delivery(&store, &endpoint.id, &id).await.next_attempt_at,
@@ -1106,7 +1122,7 @@ async fn a_410_gone_disables_the_endpoint_and_reactivation_starts_its_health_afr
 
     let mut on = disabled.clone();
     on.active = true;
-    assert!(store.update_endpoint(&on, true, t(40)).await.unwrap());
+    assert!(store.update_endpoint(&on, true, t(40), None).await.unwrap());
     let enabled = get_endpoint(&store, &endpoint).await;
     assert!(enabled.active);
     assert_eq!(enabled.disabled_reason, None);
@@ -1486,10 +1502,15 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
     let mut moved = first.clone();
     moved.site_id = other_site.id.clone();
     moved.description = Some("moved".into());
-    assert!(!store.update_endpoint(&moved, true, t(1)).await.unwrap());
     assert!(
         !store
-            .delete_endpoint(&other_site.id, &first.id)
+            .update_endpoint(&moved, true, t(1), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_endpoint(&other_site.id, &first.id, None)
             .await
             .unwrap()
     );
@@ -1936,7 +1957,12 @@ async fn queue_figures_count_pending_in_flight_and_recent_attempts(backend: Back
     // A disabled endpoint's backlog is not the queue.
     let mut off = endpoint.clone();
     off.active = false;
-    assert!(store.update_endpoint(&off, true, t(200)).await.unwrap());
+    assert!(
+        store
+            .update_endpoint(&off, true, t(200), None)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.queue_stats().await.unwrap(), (0, None));
 }
 
@@ -1985,5 +2011,135 @@ async fn media_figures_count_statuses_and_days_per_site(backend: Backend) {
     assert_eq!(
         store.media_status_counts(&site_b.id).await.unwrap(),
         [(MediaStatus::Pending, 1)]
+    );
+}
+
+async fn an_endpoint_change_writes_its_audit_entry_with_it_and_a_refused_one_none(
+    backend: Backend,
+) {
+    let (_db, store) = open(backend).await;
+    let site_a = site(&store).await;
+    let site_b = site(&store).await;
+    let entry = |site: &Site, action: &str| pixelpatrol::model::AuditEntry {
+        id: pixelpatrol::model::AuditId::generate(),
+        site_id: Some(site.id.clone()),
+        actor: None,
+        action: action.into(),
+        target: None,
+        detail: json!({}),
+        created_at: T0,
+    };
+    let actions = async |site: &Site| -> Vec<String> {
+        store
+            .list_audit(&site.id, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.action)
+            .collect()
+    };
+    let endpoint = Endpoint {
+        id: EndpointId::generate(),
+        site_id: site_a.id.clone(),
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        events: vec![EventType::MediaCreated],
+        active: true,
+        description: None,
+        strict_ordering: false,
+        disabled_reason: None,
+        disabled_at: None,
+        health: Default::default(),
+        created_at: T0,
+        updated_at: T0,
+    };
+    store
+        .create_endpoint(&endpoint, Some(&entry(&site_a, "endpoint.created")))
+        .await
+        .unwrap();
+    let edited = Endpoint {
+        url: "http://127.0.0.1:9/other".into(),
+        ..endpoint.clone()
+    };
+    assert!(
+        store
+            .update_endpoint(
+                &edited,
+                false,
+                t(1),
+                Some(&entry(&site_a, "endpoint.updated"))
+            )
+            .await
+            .unwrap()
+    );
+    // Another site's id: nothing changes, and nothing is logged.
+    let foreign = Endpoint {
+        site_id: site_b.id.clone(),
+        ..edited.clone()
+    };
+    assert!(
+        !store
+            .update_endpoint(
+                &foreign,
+                false,
+                t(2),
+                Some(&entry(&site_b, "endpoint.updated"))
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_endpoint(
+                &site_b.id,
+                &endpoint.id,
+                Some(&entry(&site_b, "endpoint.deleted"))
+            )
+            .await
+            .unwrap()
+    );
+    assert!(actions(&site_b).await.is_empty());
+    assert!(
+        store
+            .delete_endpoint(
+                &site_a.id,
+                &endpoint.id,
+                Some(&entry(&site_a, "endpoint.deleted"))
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        actions(&site_a).await,
+        ["endpoint.deleted", "endpoint.updated", "endpoint.created"]
+    );
+    // An endpoint whose insert fails (its id is taken) leaves no entry.
+    assert!(
+        store
+            .create_endpoint(
+                &Endpoint {
+                    id: EndpointId::from(ALERT_ENDPOINT_ID),
+                    ..endpoint.clone()
+                },
+                None
+            )
+            .await
+            .is_ok()
+    );
+    assert!(
+        store
+            .create_endpoint(
+                &Endpoint {
+                    id: EndpointId::from(ALERT_ENDPOINT_ID),
+                    ..endpoint.clone()
+                },
+                Some(&entry(&site_b, "endpoint.created")),
+            )
+            .await
+            .is_err()
+    );
+    assert!(
+        actions(&site_b).await.is_empty(),
+        "the failed insert took its entry with it"
     );
 }
