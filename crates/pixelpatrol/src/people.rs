@@ -90,6 +90,20 @@ pub async fn verify_password(password: &str, phc: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// Sign-ins (and invitation acceptances) checked at once per process.
+const SIGN_IN_TURNS: usize = 2;
+
+/// A turn to check a sign-in: held from reading the back-off to recording
+/// the outcome, so that parallel guesses are counted one after another, and
+/// so that the deliberately slow hashing cannot pile up.
+pub async fn sign_in_turn() -> tokio::sync::SemaphorePermit<'static> {
+    static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(SIGN_IN_TURNS);
+    TURNS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+}
+
 /// As [`verify_password`] against `phc`; without one (no such account),
 /// the same hashing work against a throwaway hash, and `false`.
 pub async fn verify_password_or_burn(password: &str, phc: Option<&str>) -> bool {

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use pixelpatrol_core::model::{
-    AcceptOutcome, Actor, AuditEntry, AuditId, Invitation, InvitationId, SiteId, Timestamp, User,
+    AcceptOutcome, Actor, AuditEntry, AuditId, Invitation, InvitationId, Role, SiteId, Timestamp,
+    User,
 };
 use pixelpatrol_core::store::Invitations;
 
@@ -203,7 +204,22 @@ impl Invitations for BackendStore {
             user.is_admin = true;
         }
         if let (Some(site_id), Some(role)) = (&invitation.site_id, invitation.role) {
-            Self::upsert_member(&mut tx, site_id, &user.id, role, now).await?;
+            // An invitation gives a role, never takes one away: a member
+            // invited again with a lesser role keeps theirs (an owner
+            // accepting a moderator's link must not leave the site ownerless).
+            let (site, member) = (site_id.as_str(), user.id.as_str());
+            let current = sqlx::query_scalar!(
+                "SELECT role FROM site_members WHERE site_id = $1 AND user_id = $2",
+                site,
+                member
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|current| current.parse::<Role>())
+            .transpose()?;
+            if current.is_none_or(|current| current < role) {
+                Self::upsert_member(&mut tx, site_id, &user.id, role, now).await?;
+            }
         }
         let audit = AuditEntry {
             id: AuditId::generate(),

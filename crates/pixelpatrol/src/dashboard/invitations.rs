@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::DashError;
 use super::layout::{document, field_error, message_page};
 use super::session::{
-    SESSION_COOKIE, SIGN_IN_COOKIE, cookie, new_session, same_secret, set_cookie, with_cookie,
+    SIGN_IN_COOKIE, cookie, new_session, same_secret, session_cookie, set_cookie, with_cookie,
 };
 use crate::api::AppState;
 use crate::model::{AcceptOutcome, Invitation, Timestamp, User, UserId};
@@ -139,6 +139,8 @@ async fn accept(
     let Some(invitation) = state.store.usable_invitation(&token_hash, now).await? else {
         return Ok(unusable());
     };
+    // As a sign-in: one turn at a time (see `sign_in_turn`).
+    let _turn = crate::people::sign_in_turn().await;
     let existing = state.store.user_by_email(&invitation.email).await?;
     let new_user = match &existing {
         Some(user) => {
@@ -173,7 +175,7 @@ async fn accept(
                 )
                 .await;
             }
-            state.store.clear_sign_in_failures(&keys).await?;
+            state.store.clear_sign_in_failures(&keys[..1]).await?;
             user.clone()
         }
         None => {
@@ -208,6 +210,12 @@ async fn accept(
         return Ok(unusable());
     };
     tracing::info!(email = %user.email, address = %peer.ip(), "invitation accepted");
+    if existing.is_none() && user.id != new_user.id {
+        // The account was made meanwhile (by another link, or the command
+        // line): it joined, but whoever holds this link has not shown its
+        // password, so they sign in like anyone else.
+        return Ok(Redirect::to("/sign-in").into_response());
+    }
     let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
     let (session_token, session) = new_session(&user, now, idle_ms);
     state.store.create_session(&session).await?;
@@ -218,12 +226,7 @@ async fn accept(
     let secure = !state.config.dev;
     let response = with_cookie(
         Redirect::to(&next).into_response(),
-        set_cookie(
-            SESSION_COOKIE,
-            &session_token,
-            (idle_ms / 1_000).max(0) as u64,
-            secure,
-        ),
+        session_cookie(&session_token, secure),
     );
     Ok(with_cookie(
         response,

@@ -294,8 +294,13 @@ async fn thumbnail(
         )
             .into_response()),
         Err(error) => {
+            // The reason stays in the log: it can name internal addresses.
             tracing::info!(media_id = %media.id, error = %error, "no preview");
-            Ok((axum::http::StatusCode::BAD_GATEWAY, error.to_string()).into_response())
+            Ok((
+                axum::http::StatusCode::BAD_GATEWAY,
+                "no preview of this image",
+            )
+                .into_response())
         }
     }
 }

@@ -37,6 +37,17 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// The session cookie: no `Max-Age`, so it ends with the browser; the
+/// server ends the session itself when it has been idle too long (a fixed
+/// `Max-Age` would end it that long after sign-in, however busy).
+pub fn session_cookie(token: &str, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .expect("cookie values are ASCII tokens")
+}
+
 /// A `Set-Cookie` value: `max_age` seconds (0 removes the cookie).
 pub fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
@@ -78,6 +89,11 @@ impl Viewer {
     /// What this person may do on `site_id` (`None`: nothing, and the site
     /// is not found for them).
     pub async fn access(&self, state: &AppState, site_id: &SiteId) -> Result<Access, DashError> {
+        // The operator's own site (the alert endpoint) is the server's: no
+        // page shows or changes it, for anyone (as in the API).
+        if *site_id == crate::alerts::OPERATOR_SITE_ID {
+            return Err(DashError::NotFound);
+        }
         let role = if self.user.is_admin {
             None
         } else {

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use super::DashError;
 use super::layout::{document, field_error};
 use super::session::{
-    Post, SESSION_COOKIE, SIGN_IN_COOKIE, cookie, new_session, same_secret, set_cookie, with_cookie,
+    Post, SESSION_COOKIE, SIGN_IN_COOKIE, cookie, new_session, same_secret, session_cookie,
+    set_cookie, with_cookie,
 };
 use crate::api::AppState;
 use crate::model::Timestamp;
@@ -42,7 +43,14 @@ struct Next {
 /// sign-in form must not become a redirect to another site.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        // Browsers drop tabs and newlines from URLs (`/\t/evil.com` becomes
+        // `//evil.com`): no control character or space is let through.
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
             path.to_string()
         }
         _ => "/sites".to_string(),
@@ -112,6 +120,10 @@ async fn sign_in(
     }
     let email = normalize_email(&input.email);
     let keys = [format!("account:{email}"), format!("address:{}", peer.ip())];
+    // Sign-ins are checked a few at a time: a burst cannot outrun the
+    // back-off (each sees the failures before it), nor the slow hashing
+    // exhaust the machine.
+    let _turn = crate::people::sign_in_turn().await;
     let now = Timestamp::now();
     if let Some(until) = state.store.sign_in_blocked_until(&keys, now).await? {
         let wait = (until.ms_since(now) + 999) / 1_000;
@@ -138,16 +150,17 @@ async fn sign_in(
         };
         return Ok(fresh_form(&state, &email, &next, Some(&message)));
     };
-    state.store.clear_sign_in_failures(&keys).await?;
+    // Only the account's count: a success of one's own account must not
+    // reset the address's (someone trying many accounts from it).
+    state.store.clear_sign_in_failures(&keys[..1]).await?;
     let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
     let (token, session) = new_session(&user, now, idle_ms);
     state.store.create_session(&session).await?;
     tracing::info!(email = %user.email, address = %peer.ip(), "signed in");
     let secure = !state.config.dev;
-    let max_age = (idle_ms / 1_000).max(0) as u64;
     let response = with_cookie(
         Redirect::to(&next).into_response(),
-        set_cookie(SESSION_COOKIE, &token, max_age, secure),
+        session_cookie(&token, secure),
     );
     Ok(with_cookie(
         response,

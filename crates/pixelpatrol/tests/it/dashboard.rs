@@ -23,6 +23,7 @@ both_backends!(
     an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_given,
     the_queue_shows_images_through_the_servers_own_small_preview,
     owners_edit_their_site_and_only_operators_delete_one,
+    sign_in_returns_only_to_this_server_and_no_page_reaches_the_operators_own_site,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -1145,4 +1146,90 @@ async fn owners_edit_their_site_and_only_operators_delete_one(backend: Backend) 
         .get(&format!("/v1/sites/{}", site.id), ADMIN_TOKEN)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn sign_in_returns_only_to_this_server_and_no_page_reaches_the_operators_own_site(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |config| {
+        config.alert_webhook_url = Some("http://127.0.0.1:9/alerts".into());
+        config.alert_webhook_secret = Some("alert-secret-0123456789abcdef".into());
+    })
+    .await;
+    operator(&app, "operator@example.com").await;
+    let http = browserless();
+    for (next, expected) in [
+        ("/sites?x=1", "/sites?x=1"),
+        ("//evil.example.com", "/sites"),
+        ("/\tevil", "/sites"),
+        ("/\t/evil.example.com", "/sites"),
+        ("/\n/evil.example.com", "/sites"),
+        ("https://evil.example.com", "/sites"),
+        ("/\\evil.example.com", "/sites"),
+    ] {
+        let form = http
+            .get(format!("{}/sign-in", app.address))
+            .send()
+            .await
+            .unwrap();
+        let form_cookie = set_cookie(&form, "pixelpatrol_sign_in").unwrap();
+        let csrf = csrf_of(&form.text().await.unwrap());
+        let response = http
+            .post(format!("{}/sign-in", app.address))
+            .header(COOKIE, format!("pixelpatrol_sign_in={form_cookie}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("email", "operator@example.com"),
+                ("password", PASSWORD),
+                ("next", next),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(response.headers()[LOCATION], expected, "{next:?}");
+    }
+    // The operator's own site holds the alert endpoint the server manages:
+    // not a page of it is reachable, even for an operator.
+    let (cookie, csrf) = sign_in(&app, "operator@example.com", PASSWORD)
+        .await
+        .unwrap();
+    for path in [
+        "/sites/site_operator",
+        "/sites/site_operator/webhooks/wh_operator_alerts",
+        "/sites/site_operator/webhooks/wh_operator_alerts/deliveries",
+        "/sites/site_operator/moderation",
+        "/sites/site_operator/audit",
+    ] {
+        let page = http
+            .get(format!("{}{path}", app.address))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let rotate = http
+        .post(format!(
+            "{}/sites/site_operator/webhooks/wh_operator_alerts/rotate",
+            app.address
+        ))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotate.status(), StatusCode::NOT_FOUND);
+    let invite = http
+        .post(format!("{}/sites/site_operator/invitations", app.address))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", "x@example.com"),
+            ("role", "owner"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invite.status(), StatusCode::NOT_FOUND);
 }

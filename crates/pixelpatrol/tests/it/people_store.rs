@@ -714,6 +714,39 @@ async fn an_invitation_for_an_existing_account_keeps_its_password(backend: Backe
         store.member_role(&alpha.id, &ann.id).await.unwrap(),
         Some(Role::Owner)
     );
+
+    // Invited again, with a lesser role: an invitation never lowers one.
+    let lesser = invitation(Some(&alpha), "ann@example.com", Some(Role::Moderator), t(2));
+    store
+        .create_invitation(&lesser, &audit(Some(&alpha), None, "member.invited", t(2)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .accept_invitation(&lesser.token_hash, &user("ann@example.com"), t(3))
+            .await
+            .unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+    assert_eq!(
+        store.member_role(&alpha.id, &ann.id).await.unwrap(),
+        Some(Role::Owner),
+        "still the owner"
+    );
+    // A greater one is taken.
+    let greater = invitation(Some(&beta), "ann@example.com", Some(Role::Developer), t(4));
+    store
+        .create_invitation(&greater, &audit(Some(&beta), None, "member.invited", t(4)))
+        .await
+        .unwrap();
+    store
+        .accept_invitation(&greater.token_hash, &user("ann@example.com"), t(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member_role(&beta.id, &ann.id).await.unwrap(),
+        Some(Role::Developer)
+    );
 }
 
 async fn the_audit_log_is_per_site_newest_first_and_pages(backend: Backend) {

@@ -64,8 +64,18 @@ function inlineForms(root) {
         const response = await fetch(form.action, { method: "POST", body: new URLSearchParams(new FormData(form)) });
         const page = new DOMParser().parseFromString(await response.text(), "text/html");
         const fresh = page.getElementById(form.dataset.inline);
-        target.replaceChildren(...(fresh ? fresh.childNodes : page.body.childNodes));
-        enhance(target);
+        if (response.ok && fresh) {
+          target.replaceChildren(...fresh.childNodes);
+          enhance(target);
+        } else {
+          // Signed out meanwhile, or refused: say so, and offer the page.
+          const heading = page.querySelector("h1");
+          const note = document.createElement("p");
+          note.className = "field-error";
+          note.setAttribute("role", "alert");
+          note.textContent = (heading ? heading.textContent + ". " : "That did not work. ") + "Reload the page to see why.";
+          target.replaceChildren(note);
+        }
       } finally {
         button.disabled = false;
         target.removeAttribute("aria-busy");
