@@ -13,12 +13,13 @@ use serde::Deserialize;
 
 use super::layout::{empty, page, when};
 use super::session::{Post, Viewer};
+use super::webhooks::load;
 use super::{DashError, audit};
 use crate::api::AppState;
 use crate::delivery::sender::Sender;
 use crate::model::{
-    Delivery, DeliveryFilter, DeliveryId, DeliveryStatus, Endpoint, EndpointId, RetryOutcome, Role,
-    Site, SiteId, Timestamp,
+    Delivery, DeliveryFilter, DeliveryId, DeliveryStatus, Endpoint, EndpointId, RetryOutcome, Site,
+    SiteId, Timestamp,
 };
 
 const PAGE_SIZE: i64 = 50;
@@ -41,28 +42,6 @@ pub fn router() -> Router<AppState> {
             "/sites/{site_id}/webhooks/{webhook_id}/recover",
             post(recover),
         )
-}
-
-async fn load(
-    state: &AppState,
-    viewer: &Viewer,
-    site_id: &SiteId,
-    webhook_id: &EndpointId,
-) -> Result<(Site, Endpoint), DashError> {
-    viewer
-        .require(state, site_id, Role::can_manage_webhooks)
-        .await?;
-    let site = state
-        .store
-        .get_site(site_id)
-        .await?
-        .ok_or(DashError::NotFound)?;
-    let endpoint = state
-        .store
-        .get_endpoint(&site.id, webhook_id)
-        .await?
-        .ok_or(DashError::NotFound)?;
-    Ok((site, endpoint))
 }
 
 fn crumbs<'a>(site: &'a Site, endpoint: &'a Endpoint) -> Vec<(&'a str, String)> {

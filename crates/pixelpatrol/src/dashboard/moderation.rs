@@ -61,6 +61,24 @@ async fn moderated_site(
         .ok_or(DashError::NotFound)
 }
 
+/// The site and its media item `media_id`, if this person may moderate it
+/// (another site's item is not found).
+async fn site_media(
+    state: &AppState,
+    viewer: &Viewer,
+    site_id: &SiteId,
+    media_id: &MediaId,
+) -> Result<(Site, Media), DashError> {
+    let site = moderated_site(state, viewer, site_id).await?;
+    let media = state
+        .store
+        .get_media(media_id)
+        .await?
+        .filter(|media| media.site_id == site.id)
+        .ok_or(DashError::NotFound)?;
+    Ok((site, media))
+}
+
 fn preview(site: &Site, media: &Media) -> Markup {
     html! {
         @if let Some(body) = &media.body {
@@ -221,13 +239,7 @@ async fn review(
     post: Post<ReviewForm>,
 ) -> Result<Response, DashError> {
     let Post { viewer, form } = post;
-    let site = moderated_site(&state, &viewer, &site_id).await?;
-    let media = state
-        .store
-        .get_media(&media_id)
-        .await?
-        .filter(|media| media.site_id == site.id)
-        .ok_or(DashError::NotFound)?;
+    let (site, media) = site_media(&state, &viewer, &site_id, &media_id).await?;
     let verdict = match form.decision.as_str() {
         "approved" => Verdict::Approved,
         "rejected" => Verdict::Rejected,
@@ -276,13 +288,7 @@ async fn thumbnail(
     viewer: Viewer,
     Path((site_id, media_id)): Path<(SiteId, MediaId)>,
 ) -> Result<Response, DashError> {
-    let site = moderated_site(&state, &viewer, &site_id).await?;
-    let media = state
-        .store
-        .get_media(&media_id)
-        .await?
-        .filter(|media| media.site_id == site.id)
-        .ok_or(DashError::NotFound)?;
+    let (_, media) = site_media(&state, &viewer, &site_id, &media_id).await?;
     let url = media.content_url.as_deref().ok_or(DashError::NotFound)?;
     match state.moderator.thumbnail(url).await {
         Ok(png) => Ok((
