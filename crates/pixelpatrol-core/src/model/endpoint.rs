@@ -43,4 +43,16 @@ impl Endpoint {
     pub fn subscribes_to(&self, event: EventType) -> bool {
         self.events.contains(&event)
     }
+
+    /// `healthy`, `failing` (at least `failing_after` failed attempts in a
+    /// row) or `disabled`, as the health API and the dashboard show it.
+    pub fn state(&self, failing_after: i64) -> &'static str {
+        if !self.active {
+            "disabled"
+        } else if self.health.consecutive_failures >= failing_after {
+            "failing"
+        } else {
+            "healthy"
+        }
+    }
 }

@@ -64,13 +64,7 @@ async fn health_of(state: &AppState, endpoint: Endpoint) -> Result<Health> {
     let now = Timestamp::now();
     let figures = state.store.endpoint_health(&endpoint.id, now).await?;
     let health = &endpoint.health;
-    let status = if !endpoint.active {
-        "disabled"
-    } else if health.consecutive_failures >= state.deliverer.failing_after() {
-        "failing"
-    } else {
-        "healthy"
-    };
+    let status = endpoint.state(state.deliverer.failing_after());
     Ok(Health {
         webhook_id: endpoint.id.clone(),
         url: endpoint.url.clone(),

@@ -81,17 +81,6 @@ pub(super) fn crumbs(site: &Site) -> Vec<(&str, String)> {
     ]
 }
 
-/// healthy, failing or disabled.
-pub fn endpoint_state(endpoint: &Endpoint, failing_after: i64) -> &'static str {
-    if !endpoint.active {
-        "disabled"
-    } else if endpoint.health.consecutive_failures >= failing_after {
-        "failing"
-    } else {
-        "healthy"
-    }
-}
-
 /// The endpoint's page, with `extra` (a test's outcome, a revealed secret)
 /// in the place the buttons' results go.
 async fn render(
@@ -101,7 +90,7 @@ async fn render(
     endpoint: &Endpoint,
     extra: Markup,
 ) -> Result<Html<String>, DashError> {
-    let state_label = endpoint_state(endpoint, state.deliverer.failing_after());
+    let state_label = endpoint.state(state.deliverer.failing_after());
     let base = format!("/sites/{}/webhooks/{}", site.id, endpoint.id);
     let csrf = &viewer.session.csrf_token;
     let health = super::health::section(state, endpoint, csrf, &base).await?;
@@ -345,7 +334,7 @@ pub async fn endpoints_table(
                 thead { tr { th { "State" } th { "Endpoint URL" } th { "Events" } th { "Last delivery" } th { "Success, 24 h" } } }
                 tbody {
                     @for (endpoint, rate) in endpoints.iter().zip(&rates) {
-                        @let endpoint_state = endpoint_state(endpoint, failing_after);
+                        @let endpoint_state = endpoint.state(failing_after);
                         @let last = endpoint.health.last_success_at.max(endpoint.health.last_failure_at);
                         tr {
                             td { span class=(format!("state {endpoint_state}")) { (endpoint_state) } }
