@@ -5,20 +5,18 @@
 use maud::{Markup, PreEscaped, html};
 
 use crate::api::AppState;
-use crate::model::{Endpoint, MediaStatus, Role, Site, Timestamp};
+use crate::model::{Endpoint, HealthFigures, MediaStatus, Site, Timestamp};
 
 const DAY_MS: i64 = 86_400_000;
 const DAYS: i64 = 14;
 
-/// Items flagged for a person on the site.
-pub async fn flagged_waiting(state: &AppState, site: &Site) -> anyhow::Result<i64> {
-    Ok(state
-        .store
-        .media_status_counts(&site.id)
-        .await?
-        .into_iter()
-        .find(|(status, _)| *status == MediaStatus::Flagged)
-        .map_or(0, |(_, count)| count))
+/// How many of the site's items are in `status`, from
+/// [`crate::store::MediaStore::media_status_counts`].
+pub fn count_of(counts: &[(MediaStatus, i64)], status: MediaStatus) -> i64 {
+    counts
+        .iter()
+        .find(|(each, _)| *each == status)
+        .map_or(0, |(_, count)| *count)
 }
 
 /// Submissions (grey) and decisions (blue) per day, the last 14 days.
@@ -74,20 +72,17 @@ fn per_day_chart(days: &[(Timestamp, i64, i64)], now: Timestamp) -> Markup {
     }
 }
 
+/// The overview, from the site's status counts and (for those who see
+/// webhooks) its endpoints with their health, which the site page reads once
+/// for this and its other sections.
 pub async fn section(
     state: &AppState,
     site: &Site,
-    role: Role,
-    endpoints: Option<&[Endpoint]>,
+    counts: &[(MediaStatus, i64)],
+    endpoints: Option<&[(Endpoint, HealthFigures)]>,
 ) -> anyhow::Result<Markup> {
     let now = Timestamp::now();
-    let counts = state.store.media_status_counts(&site.id).await?;
-    let count = |status: MediaStatus| {
-        counts
-            .iter()
-            .find(|(each, _)| *each == status)
-            .map_or(0, |(_, count)| *count)
-    };
+    let count = |status: MediaStatus| count_of(counts, status);
     let days = state
         .store
         .media_per_day(
@@ -96,12 +91,11 @@ pub async fn section(
         )
         .await?;
     let mut deliveries = None;
-    if let (true, Some(endpoints)) = (role.can_manage_webhooks(), endpoints) {
+    if let Some(endpoints) = endpoints {
         let mut attempts = 0;
         let mut successes = 0;
         let mut slowest = Vec::new();
-        for endpoint in endpoints {
-            let figures = state.store.endpoint_health(&endpoint.id, now).await?;
+        for (endpoint, figures) in endpoints {
             attempts += figures.last_day.attempts;
             successes += figures.last_day.successes;
             if let Some(p95) = figures.last_day.p95_response_ms {

@@ -224,13 +224,22 @@ pub async fn site_page_with(
     people: Markup,
 ) -> Result<Html<String>, DashError> {
     let role = access.role();
+    // Read once for the overview, the queue's count and the endpoint list.
+    let counts = state.store.media_status_counts(&site.id).await?;
+    let flagged = super::overview::count_of(&counts, crate::model::MediaStatus::Flagged);
     let endpoints = if role.can_manage_webhooks() {
-        Some(state.store.list_endpoints(&site.id).await?)
+        let now = crate::model::Timestamp::now();
+        let mut with_health = Vec::new();
+        for endpoint in state.store.list_endpoints(&site.id).await? {
+            let figures = state.store.endpoint_health(&endpoint.id, now).await?;
+            with_health.push((endpoint, figures));
+        }
+        Some(with_health)
     } else {
         None
     };
-    let overview = super::overview::section(state, site, role, endpoints.as_deref()).await?;
-    let flagged = super::overview::flagged_waiting(state, site).await?;
+    let overview = super::overview::section(state, site, &counts, endpoints.as_deref()).await?;
+    let failing_after = state.deliverer.failing_after();
     Ok(page(
         viewer,
         &site.name,
@@ -252,7 +261,7 @@ pub async fn site_page_with(
             @if let Some(endpoints) = endpoints {
                 section aria-labelledby="webhooks" {
                     h2 #webhooks { "Webhooks" }
-                    (super::webhooks::endpoints_table(state, site, &endpoints).await?)
+                    (super::webhooks::endpoints_table(site, &endpoints, failing_after))
                 }
             } @else {
                 p.muted { "As a " (Role::Moderator) ", you work this site's moderation queue; its webhooks and secrets are for its owners and developers." }

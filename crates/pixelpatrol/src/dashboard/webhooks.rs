@@ -15,7 +15,7 @@ use super::session::{Post, Viewer};
 use super::{DashError, audit, audit_entry};
 use crate::api::AppState;
 use crate::api::webhooks::send_test_webhook;
-use crate::model::{Endpoint, EndpointId, Role, Site, SiteId, Timestamp};
+use crate::model::{Endpoint, EndpointId, HealthFigures, Role, Site, SiteId, Timestamp};
 use crate::util::new_webhook_secret;
 
 pub fn router() -> Router<AppState> {
@@ -308,32 +308,19 @@ async fn delete(
 
 /// The site page's list of endpoints: state, URL, events, the last
 /// delivery and the success rate over 24 hours.
-pub async fn endpoints_table(
-    state: &AppState,
+pub fn endpoints_table(
     site: &Site,
-    endpoints: &[Endpoint],
-) -> anyhow::Result<Markup> {
-    let failing_after = state.deliverer.failing_after();
-    let now = Timestamp::now();
-    let mut rates = Vec::with_capacity(endpoints.len());
-    for endpoint in endpoints {
-        rates.push(
-            state
-                .store
-                .endpoint_health(&endpoint.id, now)
-                .await?
-                .last_day
-                .success_rate,
-        );
-    }
-    Ok(html! {
+    endpoints: &[(Endpoint, HealthFigures)],
+    failing_after: i64,
+) -> Markup {
+    html! {
         @if endpoints.is_empty() {
             (empty("No webhook endpoints yet. Add one to receive media.created and media.moderated events."))
         } @else {
             table {
                 thead { tr { th { "State" } th { "Endpoint URL" } th { "Events" } th { "Last delivery" } th { "Success, 24 h" } } }
                 tbody {
-                    @for (endpoint, rate) in endpoints.iter().zip(&rates) {
+                    @for (endpoint, figures) in endpoints {
                         @let endpoint_state = endpoint.state(failing_after);
                         @let last = endpoint.health.last_success_at.max(endpoint.health.last_failure_at);
                         tr {
@@ -342,12 +329,12 @@ pub async fn endpoints_table(
                                 @if endpoint.strict_ordering { br; span.muted { "strict ordering" } } }
                             td { (endpoint.events.iter().map(|event| event.as_str()).collect::<Vec<_>>().join(", ")) }
                             td { @if let Some(at) = last { (when(at)) } @else { span.muted { "none yet" } } }
-                            td { @if let Some(rate) = rate { (format!("{:.1}%", rate * 100.0)) } @else { span.muted { "—" } } }
+                            td { @if let Some(rate) = figures.last_day.success_rate { (format!("{:.1}%", rate * 100.0)) } @else { span.muted { "—" } } }
                         }
                     }
                 }
             }
         }
         p { a.button href=(format!("/sites/{}/webhooks/new", site.id)) { "Add endpoint" } }
-    })
+    }
 }
