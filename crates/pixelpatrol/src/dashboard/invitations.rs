@@ -15,13 +15,11 @@ use serde::Deserialize;
 
 use super::DashError;
 use super::layout::{document, field_error, message_page};
-use super::session::{
-    SIGN_IN_COOKIE, cookie, new_session, same_secret, session_cookie, set_cookie, with_cookie,
-};
+use super::session::{form_token_matches, pre_session_form, sign_in_and_go};
 use crate::api::AppState;
 use crate::model::{AcceptOutcome, Invitation, Timestamp, User, UserId};
 use crate::people::{check_password, hash_password, verify_password_or_burn};
-use crate::util::{random_token, sha256_hex};
+use crate::util::sha256_hex;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/invitations/{token}", get(accept_page).post(accept))
@@ -59,8 +57,8 @@ async fn form(
     error: Option<&str>,
 ) -> Result<Response, DashError> {
     let gives = what_it_gives(state, invitation).await?;
-    let csrf = random_token("", 32);
-    let page = document(
+    Ok(pre_session_form(state, |csrf| {
+        document(
         "Accept invitation",
         html! {
             main.narrow.sign-in {
@@ -85,11 +83,9 @@ async fn form(
                 }
             }
         },
-    );
-    Ok(with_cookie(
-        page.into_response(),
-        set_cookie(SIGN_IN_COOKIE, &csrf, 3_600, !state.config.dev),
-    ))
+    )
+        .into_response()
+    }))
 }
 
 async fn accept_page(
@@ -130,8 +126,7 @@ async fn accept(
 ) -> Result<Response, DashError> {
     let input: AcceptForm = serde_html_form::from_bytes(&body)
         .map_err(|_| DashError::BadRequest("the form could not be read".into()))?;
-    let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or("");
-    if expected.is_empty() || !same_secret(&input.csrf, expected) {
+    if !form_token_matches(&headers, &input.csrf) {
         return Err(DashError::Forbidden);
     }
     let token_hash = sha256_hex(&token);
@@ -216,20 +211,9 @@ async fn accept(
         // password, so they sign in like anyone else.
         return Ok(Redirect::to("/sign-in").into_response());
     }
-    let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
-    let (session_token, session) = new_session(&user, now, idle_ms);
-    state.store.create_session(&session).await?;
     let next = match &invitation.site_id {
         Some(site_id) => format!("/sites/{site_id}"),
         None => "/sites".into(),
     };
-    let secure = !state.config.dev;
-    let response = with_cookie(
-        Redirect::to(&next).into_response(),
-        session_cookie(&session_token, secure),
-    );
-    Ok(with_cookie(
-        response,
-        set_cookie(SIGN_IN_COOKIE, "", 0, secure),
-    ))
+    Ok(sign_in_and_go(&state, &user, now, &next).await?)
 }

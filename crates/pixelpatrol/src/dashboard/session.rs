@@ -72,6 +72,49 @@ pub fn new_session(user: &User, now: Timestamp, idle_ms: i64) -> (String, Sessio
     (token, session)
 }
 
+/// How long a session may stay unused, in milliseconds (`--session-idle`).
+pub fn idle_ms(state: &AppState) -> i64 {
+    i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A form shown before anyone is signed in (sign-in, an invitation), with
+/// its double-submit token: `render` puts the token in a hidden field, the
+/// same token goes into a cookie, and [`form_token_matches`] compares them.
+pub fn pre_session_form(state: &AppState, render: impl FnOnce(&str) -> Response) -> Response {
+    let csrf = random_token("", 32);
+    with_cookie(
+        render(&csrf),
+        set_cookie(SIGN_IN_COOKIE, &csrf, 3_600, !state.config.dev),
+    )
+}
+
+/// Whether a pre-session form came back with the token of its cookie.
+pub fn form_token_matches(headers: &HeaderMap, submitted: &str) -> bool {
+    let expected = cookie(headers, SIGN_IN_COOKIE).unwrap_or("");
+    !expected.is_empty() && same_secret(submitted, expected)
+}
+
+/// Starts a session for `user` and sends them to `next`, the pre-session
+/// form's cookie dropped (signing in, or accepting an invitation).
+pub async fn sign_in_and_go(
+    state: &AppState,
+    user: &User,
+    now: Timestamp,
+    next: &str,
+) -> anyhow::Result<Response> {
+    let (token, session) = new_session(user, now, idle_ms(state));
+    state.store.create_session(&session).await?;
+    let secure = !state.config.dev;
+    let response = with_cookie(
+        Redirect::to(next).into_response(),
+        session_cookie(&token, secure),
+    );
+    Ok(with_cookie(
+        response,
+        set_cookie(SIGN_IN_COOKIE, "", 0, secure),
+    ))
+}
+
 /// Equal in constant time (a CSRF token is a secret).
 pub fn same_secret(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -147,10 +190,9 @@ impl FromRequestParts<AppState> for Viewer {
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(SignInFirst(back).into_response());
         };
-        let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
         match state
             .store
-            .touch_session(&sha256_hex(token), Timestamp::now(), idle_ms)
+            .touch_session(&sha256_hex(token), Timestamp::now(), idle_ms(state))
             .await
         {
             Ok(Some((session, user))) => Ok(Viewer { user, session }),

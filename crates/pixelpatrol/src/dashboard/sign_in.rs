@@ -19,14 +19,13 @@ use serde::Deserialize;
 use super::DashError;
 use super::layout::{document, field_error};
 use super::session::{
-    Post, SESSION_COOKIE, SIGN_IN_COOKIE, cookie, new_session, same_secret, session_cookie,
-    set_cookie, with_cookie,
+    Post, SESSION_COOKIE, form_token_matches, pre_session_form, set_cookie, sign_in_and_go,
+    with_cookie,
 };
 use crate::api::AppState;
 use crate::model::Timestamp;
 use crate::model::people::normalize_email;
 use crate::people::verify_password_or_burn;
-use crate::util::random_token;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -81,12 +80,7 @@ fn form(email: &str, next: &str, csrf: &str, error: Option<&str>) -> axum::respo
 
 /// The form, with a fresh double-submit token in a cookie and a field.
 fn fresh_form(state: &AppState, email: &str, next: &str, error: Option<&str>) -> Response {
-    let csrf = random_token("", 32);
-    let response = form(email, next, &csrf, error).into_response();
-    with_cookie(
-        response,
-        set_cookie(SIGN_IN_COOKIE, &csrf, 3_600, !state.config.dev),
-    )
+    pre_session_form(state, |csrf| form(email, next, csrf, error).into_response())
 }
 
 async fn sign_in_page(State(state): State<AppState>, Query(query): Query<Next>) -> Response {
@@ -113,8 +107,7 @@ async fn sign_in(
     let input: SignIn = serde_html_form::from_bytes(&body)
         .map_err(|_| DashError::BadRequest("the form could not be read".into()))?;
     let next = local_path(input.next.as_deref());
-    let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or("");
-    if expected.is_empty() || !same_secret(&input.csrf, expected) {
+    if !form_token_matches(&headers, &input.csrf) {
         tracing::warn!(address = %peer.ip(), "sign-in refused: missing or wrong CSRF token");
         return Err(DashError::Forbidden);
     }
@@ -153,19 +146,8 @@ async fn sign_in(
     // Only the account's count: a success of one's own account must not
     // reset the address's (someone trying many accounts from it).
     state.store.clear_sign_in_failures(&keys[..1]).await?;
-    let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
-    let (token, session) = new_session(&user, now, idle_ms);
-    state.store.create_session(&session).await?;
     tracing::info!(email = %user.email, address = %peer.ip(), "signed in");
-    let secure = !state.config.dev;
-    let response = with_cookie(
-        Redirect::to(&next).into_response(),
-        session_cookie(&token, secure),
-    );
-    Ok(with_cookie(
-        response,
-        set_cookie(SIGN_IN_COOKIE, "", 0, secure),
-    ))
+    Ok(sign_in_and_go(&state, &user, now, &next).await?)
 }
 
 #[derive(Deserialize)]
