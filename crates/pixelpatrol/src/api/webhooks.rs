@@ -210,12 +210,7 @@ async fn create_endpoint(
         },
         state.config.dev,
     )?;
-    let detail = json!({
-        "url": endpoint.url,
-        "events": endpoint.events,
-        "active": endpoint.active,
-        "strict_ordering": endpoint.strict_ordering,
-    });
+    let detail = audit_detail(&endpoint);
     let audit = api_audit(
         &caller,
         &endpoint.site_id,
@@ -327,13 +322,8 @@ async fn update_endpoint(
         endpoint.strict_ordering = strict;
     }
     endpoint.updated_at = Timestamp::now();
-    let detail = json!({
-        "url": endpoint.url,
-        "events": endpoint.events,
-        "active": endpoint.active,
-        "strict_ordering": endpoint.strict_ordering,
-        "secret_changed": secret_changed,
-    });
+    let mut detail = audit_detail(&endpoint);
+    detail["secret_changed"] = json!(secret_changed);
     let audit = api_audit(&caller, &site_id, "endpoint.updated", &endpoint.id, detail);
     if !state
         .store
@@ -374,6 +364,17 @@ async fn delete_endpoint(
     } else {
         Err(AppError::NotFound("webhook"))
     }
+}
+
+/// What the audit log keeps of an endpoint as created or changed (never its
+/// secret): the API and the dashboard record the same.
+pub fn audit_detail(endpoint: &Endpoint) -> Value {
+    json!({
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "active": endpoint.active,
+        "strict_ordering": endpoint.strict_ordering,
+    })
 }
 
 /// An audit entry for a change made through the API: no person, but the

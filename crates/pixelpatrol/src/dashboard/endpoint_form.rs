@@ -17,7 +17,7 @@ use super::webhooks::{crumbs, load, webhook_site};
 use super::{DashError, audit_entry};
 use crate::api::AppState;
 use crate::api::error::AppError;
-use crate::api::webhooks::{EndpointFields, new_endpoint};
+use crate::api::webhooks::{EndpointFields, audit_detail, new_endpoint};
 use crate::model::{Endpoint, EndpointId, Site, SiteId, Timestamp};
 
 pub fn router() -> Router<AppState> {
@@ -182,12 +182,7 @@ async fn create(
         }
         Err(other) => return Err(other.into()),
     };
-    let detail = serde_json::json!({
-        "url": endpoint.url,
-        "events": endpoint.events,
-        "active": endpoint.active,
-        "strict_ordering": endpoint.strict_ordering,
-    });
+    let detail = audit_detail(&endpoint);
     let entry = audit_entry(
         &viewer,
         &site.id,
@@ -277,13 +272,8 @@ async fn edit(
         Err(other) => return Err(other.into()),
     };
     let set_active = changed.active != endpoint.active;
-    let detail = serde_json::json!({
-        "url": changed.url,
-        "events": changed.events,
-        "active": changed.active,
-        "strict_ordering": changed.strict_ordering,
-        "secret_changed": changed.secret != endpoint.secret,
-    });
+    let mut detail = audit_detail(&changed);
+    detail["secret_changed"] = serde_json::json!(changed.secret != endpoint.secret);
     let entry = audit_entry(
         &viewer,
         &site.id,
