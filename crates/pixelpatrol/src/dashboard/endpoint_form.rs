@@ -11,7 +11,7 @@ use maud::{Markup, html};
 use pixelpatrol_webhooks::EventType;
 use serde::Deserialize;
 
-use super::layout::{field_error, page};
+use super::layout::{field_error, page, refused};
 use super::session::{Post, Viewer};
 use super::webhooks::{crumbs, load, webhook_site};
 use super::{DashError, audit_entry};
@@ -176,9 +176,7 @@ async fn create(
                 Some((&field, &message)),
                 FormFor::New,
             );
-            let mut response = page(&viewer, "Add endpoint", &crumbs(&site), body).into_response();
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
+            return Ok(refused(page(&viewer, "Add endpoint", &crumbs(&site), body)));
         }
         Err(other) => return Err(other.into()),
     };
@@ -265,9 +263,12 @@ async fn edit(
                 Some((&field, &message)),
                 FormFor::Edit(&endpoint),
             );
-            let mut response = page(&viewer, "Edit endpoint", &crumbs(&site), body).into_response();
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
+            return Ok(refused(page(
+                &viewer,
+                "Edit endpoint",
+                &crumbs(&site),
+                body,
+            )));
         }
         Err(other) => return Err(other.into()),
     };

@@ -1,7 +1,7 @@
 //! The page shell every dashboard page shares (head, navigation, sign out)
 //! and small pieces of markup used across pages.
 
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 use maud::{DOCTYPE, Markup, html};
 
 use super::session::Viewer;
@@ -41,6 +41,12 @@ pub fn page(viewer: &Viewer, title: &str, crumbs: &[(&str, String)], body: Marku
             }
         },
     )
+}
+
+/// A form's page again, its errors next to their fields: 422, so that a
+/// script or a test can tell a refusal from a success.
+pub fn refused(form_page: Html<String>) -> axum::response::Response {
+    (axum::http::StatusCode::UNPROCESSABLE_ENTITY, form_page).into_response()
 }
 
 /// A page with only a title and a sentence (errors, refusals).

@@ -12,7 +12,7 @@ use axum::routing::post;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::{field_error, reveal_once, when};
+use super::layout::{field_error, refused, reveal_once, when};
 use super::session::{Post, Viewer};
 use super::{DashError, audit_entry};
 use crate::api::AppState;
@@ -215,12 +215,9 @@ async fn invite(
                 &form.email,
             )
             .await?;
-            let mut response =
-                super::sites::site_page_with(&state, &viewer, &site, access, members)
-                    .await?
-                    .into_response();
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
+            let page =
+                super::sites::site_page_with(&state, &viewer, &site, access, members).await?;
+            return Ok(refused(page));
         }
     };
     let token = random_token("ppi_", 43);

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::DashError;
-use super::layout::{empty, field_error, page, reveal_once, when};
+use super::layout::{empty, field_error, page, refused, reveal_once, when};
 use super::session::{Post, Viewer};
 use crate::alerts::OPERATOR_SITE_ID;
 use crate::api::AppState;
@@ -162,9 +162,7 @@ async fn create(
                 (sites_table(&sites))
                 (new_site_form(&viewer, &form, Some((field.as_str(), message.as_str()))))
             };
-            let mut response = page(&viewer, "Sites", &[], body).into_response();
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
+            return Ok(refused(page(&viewer, "Sites", &[], body)));
         }
         Err(other) => return Err(other.into()),
     };
@@ -201,9 +199,7 @@ async fn site_page(
     viewer: Viewer,
     Path(site_id): Path<SiteId>,
 ) -> Result<Html<String>, DashError> {
-    if site_id == OPERATOR_SITE_ID {
-        return Err(DashError::NotFound);
-    }
+    // `access` refuses the operator's own site too.
     let access = viewer.access(&state, &site_id).await?;
     let site = state
         .store
