@@ -35,6 +35,33 @@ async fn operator(app: &TestApp, email: &str) {
     assert!(created.is_ok(), "{created:?}");
 }
 
+/// A new account (`PASSWORD`) holding `role` on the site.
+async fn member(
+    store: &pixelpatrol::store::DynStore,
+    site_id: &pixelpatrol::model::SiteId,
+    email: &str,
+    role: Role,
+) -> pixelpatrol::model::User {
+    let user = pixelpatrol::people::create_account(store, email, PASSWORD, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let audit = AuditEntry {
+        id: pixelpatrol::model::AuditId::generate(),
+        site_id: Some(site_id.clone()),
+        actor: None,
+        action: "member.added".into(),
+        target: Some(user.id.to_string()),
+        detail: serde_json::json!({}),
+        created_at: pixelpatrol::model::Timestamp::now(),
+    };
+    store
+        .set_member(site_id, &user.id, role, audit.created_at, &audit)
+        .await
+        .unwrap();
+    user
+}
+
 /// A client that does not follow redirects (so they can be checked).
 fn browserless() -> reqwest::Client {
     reqwest::Client::builder()
@@ -471,29 +498,7 @@ async fn each_role_sees_only_what_it_may_on_its_own_sites(backend: Backend) {
         ("dev@example.com", Role::Developer),
         ("mod@example.com", Role::Moderator),
     ] {
-        let user = pixelpatrol::people::create_account(&store, email, PASSWORD, false)
-            .await
-            .unwrap()
-            .unwrap();
-        let audit = AuditEntry {
-            id: pixelpatrol::model::AuditId::generate(),
-            site_id: Some(alpha.id.as_str().into()),
-            actor: None,
-            action: "member.added".into(),
-            target: Some(user.id.to_string()),
-            detail: serde_json::json!({}),
-            created_at: pixelpatrol::model::Timestamp::now(),
-        };
-        store
-            .set_member(
-                &alpha.id.as_str().into(),
-                &user.id,
-                role,
-                audit.created_at,
-                &audit,
-            )
-            .await
-            .unwrap();
+        member(&store, &alpha.id.as_str().into(), email, role).await;
         people.push((email, role));
     }
     app.create_webhook(
@@ -773,23 +778,7 @@ async fn a_site_keeps_an_owner_and_a_revoked_invitation_does_not_work(backend: B
             .is_none()
     );
     // A second owner: now the first may step down.
-    let second = pixelpatrol::people::create_account(&store, "second@example.com", PASSWORD, false)
-        .await
-        .unwrap()
-        .unwrap();
-    let audit = AuditEntry {
-        id: pixelpatrol::model::AuditId::generate(),
-        site_id: Some(site_id.clone()),
-        actor: None,
-        action: "member.added".into(),
-        target: None,
-        detail: serde_json::json!({}),
-        created_at: pixelpatrol::model::Timestamp::now(),
-    };
-    store
-        .set_member(&site_id, &second.id, Role::Owner, audit.created_at, &audit)
-        .await
-        .unwrap();
+    member(&store, &site_id, "second@example.com", Role::Owner).await;
     let demote = post(
         format!("/sites/{}/members/{}/role", site.id, owner.id),
         vec![("role", "developer".into())],
@@ -1057,23 +1046,7 @@ async fn owners_edit_their_site_and_only_operators_delete_one(backend: Backend) 
         ("owner@example.com", Role::Owner),
         ("dev@example.com", Role::Developer),
     ] {
-        let user = pixelpatrol::people::create_account(&store, email, PASSWORD, false)
-            .await
-            .unwrap()
-            .unwrap();
-        let audit = AuditEntry {
-            id: pixelpatrol::model::AuditId::generate(),
-            site_id: Some(site_id.clone()),
-            actor: None,
-            action: "member.added".into(),
-            target: None,
-            detail: serde_json::json!({}),
-            created_at: pixelpatrol::model::Timestamp::now(),
-        };
-        store
-            .set_member(&site_id, &user.id, role, audit.created_at, &audit)
-            .await
-            .unwrap();
+        member(&store, &site_id, email, role).await;
     }
     let http = browserless();
     let post =
