@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use crate::model::{
     AcceptOutcome, AuditEntry, AuditId, DeliveryId, EndpointId, EventId, Invitation, InvitationId,
-    LeaseToken, Membership, Role, Session, User, UserId,
+    LeaseToken, MemberChange, Membership, Role, Session, User, UserId,
 };
 use crate::model::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord, Delivery,
@@ -89,7 +89,8 @@ pub trait People: Send + Sync {
         password_hash: &str,
         now: Timestamp,
     ) -> anyhow::Result<bool>;
-    /// Gives the person `role` on the site, or changes their role.
+    /// Gives the person `role` on the site, or changes their role; refused
+    /// ([`MemberChange::LastOwner`]) when that demotes the last owner.
     async fn set_member(
         &self,
         site_id: &SiteId,
@@ -97,19 +98,28 @@ pub trait People: Send + Sync {
         role: Role,
         now: Timestamp,
         audit: &AuditEntry,
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<MemberChange>;
+    /// Refused when the person is the site's last owner.
     async fn remove_member(
         &self,
         site_id: &SiteId,
         user_id: &UserId,
         audit: &AuditEntry,
-    ) -> anyhow::Result<bool>;
+    ) -> anyhow::Result<MemberChange>;
     /// The site's members, by email.
     async fn list_members(&self, site_id: &SiteId) -> anyhow::Result<Vec<Membership>>;
     async fn member_role(&self, site_id: &SiteId, user_id: &UserId)
     -> anyhow::Result<Option<Role>>;
     /// The sites a person is a member of, with their role, by name.
     async fn sites_of_member(&self, user_id: &UserId) -> anyhow::Result<Vec<(Site, Role)>>;
+    /// Flagged items waiting for a person, per site that has any: on the
+    /// sites `user_id` is a member of, or (`None`, an operator) on every
+    /// site but `except` (the operator's own).
+    async fn waiting_for_review(
+        &self,
+        user_id: Option<&UserId>,
+        except: &SiteId,
+    ) -> anyhow::Result<Vec<(SiteId, i64)>>;
 }
 
 /// Signed-in browsers, and the back-off of failed sign-ins.
@@ -117,12 +127,14 @@ pub trait People: Send + Sync {
 pub trait Sessions: Send + Sync {
     async fn create_session(&self, session: &Session) -> anyhow::Result<()>;
     /// The live session with this token hash and its account, its idle
-    /// expiry moved to `now + idle_ms`; `None` when unknown or expired.
+    /// expiry moved to `now + idle_ms` but never past `lifetime_ms` after
+    /// it began; `None` when unknown or expired.
     async fn touch_session(
         &self,
         token_hash: &str,
         now: Timestamp,
         idle_ms: i64,
+        lifetime_ms: i64,
     ) -> anyhow::Result<Option<(Session, User)>>;
     async fn end_session(&self, token_hash: &str) -> anyhow::Result<()>;
     /// Removes sessions that expired before `now`; returns how many.

@@ -96,3 +96,18 @@ pub(super) async fn lease_moderation_jobs(
     .fetch_all(&mut **tx)
     .await?)
 }
+
+/// Changes to one site's members take turns, so that the last-owner check
+/// (count the owners after the change) sees every other change committed:
+/// two owners demoting each other at once would otherwise both see the
+/// other still an owner, and leave the site with none.
+pub(super) async fn lock_site_members(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    site_id: &str,
+) -> anyhow::Result<()> {
+    let key = format!("site-members:{site_id}");
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

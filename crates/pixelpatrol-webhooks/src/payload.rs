@@ -132,10 +132,10 @@ pub struct MediaModerated {
     pub applied_rules: Vec<serde_json::Value>,
     pub moderated_at: String,
     pub app_media_id: Option<String>,
-    /// How the decision was reached: `manual` (a review) or `automatic`.
+    /// How the decision was reached: `person` (a review) or `automatic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
-    /// The reviewer's note, for manual decisions that carry one.
+    /// The reviewer's note, for a person's decisions that carry one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// The person who decided, for reviews made in the dashboard.

@@ -179,6 +179,10 @@ pub struct Config {
     #[arg(long, env = "PIXELPATROL_SESSION_IDLE", default_value = "12h", value_parser = humantime::parse_duration)]
     pub session_idle: Duration,
 
+    /// A dashboard session ends this long after sign-in, however busy.
+    #[arg(long, env = "PIXELPATROL_SESSION_LIFETIME", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub session_lifetime: Duration,
+
     /// Log format.
     #[arg(long, env = "PIXELPATROL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

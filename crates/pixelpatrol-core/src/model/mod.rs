@@ -38,7 +38,8 @@ pub use moderation::{
     DecidedBy, Label, MediaStatus, Rule, RuleAction, RuleKind, RuleOutcome, Verdict,
 };
 pub use people::{
-    AcceptOutcome, Access, Actor, AuditEntry, Invitation, Membership, Role, Session, User,
+    AcceptOutcome, Access, Actor, AuditEntry, Invitation, MemberChange, Membership, Role, Session,
+    User,
 };
 pub use retry::RetrySchedule;
 pub use site::{OPERATOR_SITE_ID, RuleGroup, Site};

@@ -136,14 +136,15 @@ impl Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecidedBy {
-    Manual,
+    /// Someone reviewing the item (dashboard or API).
+    Person,
     Automatic,
 }
 
 impl DecidedBy {
     pub fn parse(text: &str) -> Option<Self> {
         match text {
-            "manual" => Some(DecidedBy::Manual),
+            "person" => Some(DecidedBy::Person),
             "automatic" => Some(DecidedBy::Automatic),
             _ => None,
         }
@@ -151,7 +152,7 @@ impl DecidedBy {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            DecidedBy::Manual => "manual",
+            DecidedBy::Person => "person",
             DecidedBy::Automatic => "automatic",
         }
     }

@@ -175,6 +175,19 @@ pub enum AcceptOutcome {
     Invalid,
 }
 
+/// The outcome of changing or removing a site member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    Done,
+    /// Removing someone who is not a member.
+    NotMember,
+    /// Refused, nothing written: the site would be left without an owner.
+    /// Checked inside the change's transaction, with the site's member
+    /// changes taking turns, so two owners demoting each other at once
+    /// cannot both succeed.
+    LastOwner,
+}
+
 /// Consecutive failed sign-ins allowed before back-off starts.
 pub const FREE_SIGN_IN_FAILURES: i64 = 5;
 

@@ -61,6 +61,33 @@ impl BackendStore {
         .await?;
         row.map(Invitation::try_from).transpose()
     }
+
+    /// Whether whoever sent the invitation may still give what it gives: an
+    /// operator, or (for a site's invitation) an owner of that site. A link
+    /// outlives nobody's rights: an owner removed or demoted, or an
+    /// operator no longer one, leaves their pending links dead. Links made
+    /// by the CLI (no sender) stand.
+    async fn inviter_still_may(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        invitation: &Invitation,
+    ) -> anyhow::Result<bool> {
+        let Some(inviter) = &invitation.invited_by else {
+            return Ok(true);
+        };
+        let inviter = inviter.as_str();
+        let site = invitation.site_id.as_ref().map(SiteId::as_str);
+        let may = sqlx::query_scalar!(
+            r#"SELECT (u.is_admin OR EXISTS (
+                 SELECT 1 FROM site_members m
+                 WHERE m.site_id = $2 AND m.user_id = u.id AND m.role = 'owner')) AS "may!: bool"
+               FROM users u WHERE u.id = $1"#,
+            inviter,
+            site
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(may.unwrap_or(false))
+    }
 }
 
 #[async_trait]
@@ -166,6 +193,9 @@ impl Invitations for BackendStore {
         let Some(invitation) = Self::usable_invitation_in(&mut *tx, token_hash, now).await? else {
             return Ok(AcceptOutcome::Invalid);
         };
+        if !Self::inviter_still_may(&mut tx, &invitation).await? {
+            return Ok(AcceptOutcome::Invalid);
+        }
         // Used up first: of two acceptances at once, one wins.
         let now_ms = now.millis();
         let used = sqlx::query!(

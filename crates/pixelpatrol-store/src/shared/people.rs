@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 use pixelpatrol_core::model::{
-    AuditEntry, Membership, Role, Site, SiteId, Timestamp, User, UserId,
+    AuditEntry, MemberChange, Membership, Role, Site, SiteId, Timestamp, User, UserId,
 };
 use pixelpatrol_core::store::People;
 use pixelpatrol_store::rows::SiteRow;
 
-use super::{BackendStore, Db};
+use super::{BackendStore, Db, locks};
 
 #[derive(Debug)]
 pub(super) struct UserRow {
@@ -97,6 +97,52 @@ impl BackendStore {
         Ok(inserted == 1)
     }
 
+    /// Takes the site's turn for member changes and tells whether the
+    /// person is an owner before this one.
+    async fn owner_before_change(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        site_id: &SiteId,
+        user_id: &UserId,
+    ) -> anyhow::Result<bool> {
+        let (site, user) = (site_id.as_str(), user_id.as_str());
+        locks::lock_site_members(tx, site).await?;
+        let role = sqlx::query_scalar!(
+            "SELECT role FROM site_members WHERE site_id = $1 AND user_id = $2",
+            site,
+            user
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(role.as_deref() == Some(Role::Owner.as_str()))
+    }
+
+    /// Commits a member change with its audit entry, unless it took the
+    /// site's last owner away (then nothing is written). A site that never
+    /// had an owner (made by an operator) may gain other members.
+    async fn finish_member_change(
+        mut tx: sqlx::Transaction<'static, Db>,
+        site_id: &SiteId,
+        was_owner: bool,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<MemberChange> {
+        if was_owner {
+            let site = site_id.as_str();
+            let owners = sqlx::query_scalar!(
+                r#"SELECT COUNT(*) AS "owners!" FROM site_members WHERE site_id = $1 AND role = 'owner'"#,
+                site
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if owners == 0 {
+                tx.rollback().await?;
+                return Ok(MemberChange::LastOwner);
+            }
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(MemberChange::Done)
+    }
+
     /// Gives the person `role` on the site (or changes it), inside the
     /// caller's transaction.
     pub(super) async fn upsert_member(
@@ -181,12 +227,11 @@ impl People for BackendStore {
         role: Role,
         now: Timestamp,
         audit: &AuditEntry,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<MemberChange> {
         let mut tx = self.write.begin().await?;
+        let was_owner = Self::owner_before_change(&mut tx, site_id, user_id).await?;
         Self::upsert_member(&mut tx, site_id, user_id, role, now).await?;
-        Self::insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        Self::finish_member_change(tx, site_id, was_owner, audit).await
     }
 
     async fn remove_member(
@@ -194,8 +239,9 @@ impl People for BackendStore {
         site_id: &SiteId,
         user_id: &UserId,
         audit: &AuditEntry,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<MemberChange> {
         let mut tx = self.write.begin().await?;
+        let was_owner = Self::owner_before_change(&mut tx, site_id, user_id).await?;
         let (site, user) = (site_id.as_str(), user_id.as_str());
         let removed = sqlx::query!(
             "DELETE FROM site_members WHERE site_id = $1 AND user_id = $2",
@@ -205,11 +251,10 @@ impl People for BackendStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if removed == 1 {
-            Self::insert_audit(&mut tx, audit).await?;
+        if removed == 0 {
+            return Ok(MemberChange::NotMember);
         }
-        tx.commit().await?;
-        Ok(removed == 1)
+        Self::finish_member_change(tx, site_id, was_owner, audit).await
     }
 
     async fn list_members(&self, site_id: &SiteId) -> anyhow::Result<Vec<Membership>> {
@@ -270,5 +315,32 @@ impl People for BackendStore {
                 Ok((site, row.role.parse()?))
             })
             .collect()
+    }
+
+    async fn waiting_for_review(
+        &self,
+        user_id: Option<&UserId>,
+        except: &SiteId,
+    ) -> anyhow::Result<Vec<(SiteId, i64)>> {
+        let (user_id, except) = (user_id.map(UserId::as_str), except.as_str());
+        // Counted per site on the (site_id, status) index: the cost is the
+        // flagged items of the person's sites, never the whole media table.
+        let rows = sqlx::query!(
+            r#"SELECT s.id AS "site_id!", (SELECT COUNT(*) FROM media m
+                 WHERE m.site_id = s.id AND m.status = 'flagged') AS "waiting!: i64"
+               FROM sites s
+               WHERE s.id <> $2 AND (CAST($1 AS TEXT) IS NULL OR EXISTS (
+                 SELECT 1 FROM site_members sm WHERE sm.site_id = s.id AND sm.user_id = $1))
+               ORDER BY s.name, s.id"#,
+            user_id,
+            except
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.waiting > 0)
+            .map(|row| (row.site_id.into(), row.waiting))
+            .collect())
     }
 }

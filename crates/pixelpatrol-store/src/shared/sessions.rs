@@ -59,6 +59,7 @@ impl Sessions for BackendStore {
         token_hash: &str,
         now: Timestamp,
         idle_ms: i64,
+        lifetime_ms: i64,
     ) -> anyhow::Result<Option<(Session, User)>> {
         let now_ms = now.millis();
         let row = sqlx::query_as!(
@@ -85,7 +86,13 @@ impl Sessions for BackendStore {
             expires_at: Timestamp::from_millis(row.expires_at),
         };
         if now.ms_since(session.last_seen_at) >= TOUCH_EVERY_MS {
-            let expires_at = now.plus_ms(idle_ms).millis();
+            // However busy, a session ends `lifetime_ms` after sign-in (a
+            // tab left open on a self-refreshing page would otherwise keep
+            // it alive for ever).
+            let expires_at = now
+                .plus_ms(idle_ms)
+                .min(session.created_at.plus_ms(lifetime_ms))
+                .millis();
             // Only a live session moves on: one signed out meanwhile stays out.
             let touched = sqlx::query!(
                 "UPDATE sessions SET last_seen_at = $2, expires_at = $3 \

@@ -314,7 +314,7 @@ async fn remoderate_media(
     Path(media_id): Path<MediaId>,
 ) -> Result<(StatusCode, Json<QueuedOut>)> {
     let media = load_media(&state, &caller, &media_id).await?;
-    if media.decided_by == Some(moderation::DecidedBy::Manual) {
+    if media.decided_by == Some(moderation::DecidedBy::Person) {
         return Err(AppError::Conflict(
             "this item was reviewed by a person; their decision stands (review it again to change it)".into(),
         ));

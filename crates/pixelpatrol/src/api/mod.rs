@@ -63,8 +63,27 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::middleware::from_fn(ops::track_requests))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The request log's span: method and path, never the query string (a key
+/// may travel there) nor an invitation link's token (whoever reads the log
+/// could join with it).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %loggable_path(request.uri().path()),
+    )
+}
+
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/invitations/") {
+        "/invitations/…"
+    } else {
+        path
+    }
 }
 
 /// A JSON body whose errors name the offending field, e.g.
@@ -169,6 +188,12 @@ mod tests {
     struct Sample {
         name: String,
         events: Vec<u32>,
+    }
+
+    #[test]
+    fn the_request_log_never_shows_an_invitation_token() {
+        assert_eq!(loggable_path("/invitations/ppi_secret"), "/invitations/…");
+        assert_eq!(loggable_path("/sites/s_1/webhooks"), "/sites/s_1/webhooks");
     }
 
     fn field_of(body: &str) -> (String, Option<String>) {

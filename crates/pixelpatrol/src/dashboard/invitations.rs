@@ -126,7 +126,7 @@ async fn accept(
 ) -> Result<Response, DashError> {
     let input: AcceptForm = serde_html_form::from_bytes(&body)
         .map_err(|_| DashError::BadRequest("the form could not be read".into()))?;
-    if !form_token_matches(&headers, &input.csrf) {
+    if !form_token_matches(&state, &headers, &input.csrf) {
         return Err(DashError::Forbidden);
     }
     let token_hash = sha256_hex(&token);

@@ -16,6 +16,7 @@ pub fn page(viewer: &Viewer, title: &str, crumbs: &[(&str, String)], body: Marku
                 a.brand href="/sites" { "PixelPatrol" }
                 nav aria-label="Main" {
                     a href="/sites" { "Sites" }
+                    (queue_link(viewer))
                 }
                 div.account {
                     span.who title=(if viewer.user.is_admin { "Operator" } else { "Member" }) {
@@ -41,6 +42,22 @@ pub fn page(viewer: &Viewer, title: &str, crumbs: &[(&str, String)], body: Marku
             }
         },
     )
+}
+
+/// The navigation's way to the moderation queue, with how many items wait:
+/// straight to the queue when they wait on one site, to the sites list
+/// (which shows each site's count) when on several.
+fn queue_link(viewer: &Viewer) -> Markup {
+    let total: i64 = viewer.waiting.iter().map(|(_, count)| count).sum();
+    let href = match viewer.waiting.as_slice() {
+        [(site_id, _)] => format!("/sites/{site_id}/moderation"),
+        _ => "/sites".to_string(),
+    };
+    html! {
+        a href=(href) aria-label=(format!("Review queue, {total} waiting")) {
+            "Review queue " span.count { (total) }
+        }
+    }
 }
 
 /// A form's page again, its errors next to their fields: 422, so that a

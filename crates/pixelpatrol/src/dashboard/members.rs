@@ -18,7 +18,8 @@ use super::{DashError, audit_entry};
 use crate::api::AppState;
 use crate::model::people::INVITATION_LIFETIME_MS;
 use crate::model::{
-    Access, Invitation, InvitationId, Membership, Role, Site, SiteId, Timestamp, UserId,
+    Access, Invitation, InvitationId, MemberChange, Membership, Role, Site, SiteId, Timestamp,
+    UserId,
 };
 use crate::people::parse_email;
 use crate::util::{random_token, sha256_hex};
@@ -282,33 +283,16 @@ async fn revoke(
     Ok(Redirect::to(&format!("/sites/{}#members", site.id)).into_response())
 }
 
-/// Refuses a change that would leave the site without an owner.
-async fn keeps_an_owner(
-    state: &AppState,
-    site: &Site,
-    user_id: &UserId,
-    new_role: Option<Role>,
-) -> Result<(), DashError> {
-    let members = state.store.list_members(&site.id).await?;
-    let owners_after = members
-        .iter()
-        .filter(|member| {
-            if &member.user_id == user_id {
-                new_role == Some(Role::Owner)
-            } else {
-                member.role == Role::Owner
-            }
-        })
-        .count();
-    let was_owner = members
-        .iter()
-        .any(|member| &member.user_id == user_id && member.role == Role::Owner);
-    if was_owner && owners_after == 0 {
-        Err(DashError::BadRequest(
+/// What a refused or missed member change answers.
+fn member_changed(change: MemberChange, site: &Site) -> Result<Response, DashError> {
+    match change {
+        MemberChange::Done => {
+            Ok(Redirect::to(&format!("/sites/{}#members", site.id)).into_response())
+        }
+        MemberChange::NotMember => Err(DashError::NotFound),
+        MemberChange::LastOwner => Err(DashError::BadRequest(
             "A site keeps at least one owner: make someone else an owner first.".into(),
-        ))
-    } else {
-        Ok(())
+        )),
     }
 }
 
@@ -334,21 +318,21 @@ async fn change_role(
     let Some(before) = state.store.member_role(&site.id, &user_id).await? else {
         return Err(DashError::NotFound);
     };
-    keeps_an_owner(&state, &site, &user_id, Some(role)).await?;
-    if before != role {
-        let audit = audit_entry(
-            &post.viewer,
-            &site.id,
-            "member.role_changed",
-            user_id.as_str(),
-            serde_json::json!({"from": before, "to": role}),
-        );
-        state
-            .store
-            .set_member(&site.id, &user_id, role, Timestamp::now(), &audit)
-            .await?;
+    if before == role {
+        return member_changed(MemberChange::Done, &site);
     }
-    Ok(Redirect::to(&format!("/sites/{}#members", site.id)).into_response())
+    let audit = audit_entry(
+        &post.viewer,
+        &site.id,
+        "member.role_changed",
+        user_id.as_str(),
+        serde_json::json!({"from": before, "to": role}),
+    );
+    let change = state
+        .store
+        .set_member(&site.id, &user_id, role, Timestamp::now(), &audit)
+        .await?;
+    member_changed(change, &site)
 }
 
 async fn remove(
@@ -357,7 +341,6 @@ async fn remove(
     post: Post<NoFields>,
 ) -> Result<Response, DashError> {
     let (site, _) = managed_site(&state, &post.viewer, &site_id).await?;
-    keeps_an_owner(&state, &site, &user_id, None).await?;
     let audit = audit_entry(
         &post.viewer,
         &site.id,
@@ -365,12 +348,9 @@ async fn remove(
         user_id.as_str(),
         serde_json::json!({}),
     );
-    if !state
+    let change = state
         .store
         .remove_member(&site.id, &user_id, &audit)
-        .await?
-    {
-        return Err(DashError::NotFound);
-    }
-    Ok(Redirect::to(&format!("/sites/{}#members", site.id)).into_response())
+        .await?;
+    member_changed(change, &site)
 }

@@ -4,7 +4,8 @@
 //! The cookie holds a random token; the database keeps only its SHA-256, so
 //! a copy of the database signs nobody in. Cookies are `HttpOnly` (no script
 //! reads them), `SameSite=Lax` (other sites' forms do not carry them) and
-//! `Secure` outside `--dev`. Forms carry a per-session token that is checked
+//! `Secure` and `__Host-` prefixed outside `--dev` (see [`session_cookie_name`]).
+//! Forms carry a per-session token that is checked
 //! in constant time ([`Post`]); the sign-in form, before any session, uses a
 //! cookie and a field that must match (the double-submit pattern).
 
@@ -21,9 +22,33 @@ use crate::api::AppState;
 use crate::model::{Access, Role, Session, SiteId, Timestamp, User};
 use crate::util::{random_token, sha256_hex};
 
-pub const SESSION_COOKIE: &str = "pixelpatrol_session";
-/// The sign-in form's own CSRF cookie (there is no session yet).
-pub const SIGN_IN_COOKIE: &str = "pixelpatrol_sign_in";
+/// Whether cookies are `Secure`: everywhere but `--dev` (plain HTTP).
+pub fn secure_cookies(state: &AppState) -> bool {
+    !state.config.dev
+}
+
+/// The session cookie's name. A `Secure` cookie carries the `__Host-`
+/// prefix: the browser then accepts it only from this very host over HTTPS,
+/// for `Path=/` and without `Domain`, so a sibling subdomain cannot plant a
+/// session of its choosing (fixation). Browsers refuse the prefix on plain
+/// HTTP, hence the bare name in `--dev`.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-pixelpatrol_session"
+    } else {
+        "pixelpatrol_session"
+    }
+}
+
+/// The pre-session forms' own CSRF cookie (there is no session yet); named
+/// like [`session_cookie_name`].
+pub fn sign_in_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-pixelpatrol_sign_in"
+    } else {
+        "pixelpatrol_sign_in"
+    }
+}
 
 /// The value of cookie `name` in the request, if sent.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -41,9 +66,10 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// server ends the session itself when it has been idle too long (a fixed
 /// `Max-Age` would end it that long after sign-in, however busy).
 pub fn session_cookie(token: &str, secure: bool) -> HeaderValue {
+    let name = session_cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax{secure}"
+        "{name}={token}; Path=/; HttpOnly; SameSite=Lax{secure}"
     ))
     .expect("cookie values are ASCII tokens")
 }
@@ -59,7 +85,7 @@ pub fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> Header
 
 /// A new session for `user`: the cookie's token (given to the browser only)
 /// and what is stored.
-pub fn new_session(user: &User, now: Timestamp, idle_ms: i64) -> (String, Session) {
+pub fn new_session(user: &User, now: Timestamp, limits: SessionLimits) -> (String, Session) {
     let token = random_token("pps_", 43);
     let session = Session {
         token_hash: sha256_hex(&token),
@@ -67,14 +93,29 @@ pub fn new_session(user: &User, now: Timestamp, idle_ms: i64) -> (String, Sessio
         csrf_token: random_token("", 32),
         created_at: now,
         last_seen_at: now,
-        expires_at: now.plus_ms(idle_ms),
+        expires_at: now.plus_ms(limits.idle_ms.min(limits.lifetime_ms)),
     };
     (token, session)
 }
 
-/// How long a session may stay unused, in milliseconds (`--session-idle`).
-pub fn idle_ms(state: &AppState) -> i64 {
-    i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX)
+/// How long a session lasts, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Unused this long, it ends (`--session-idle`).
+    pub idle_ms: i64,
+    /// This long after sign-in, it ends however busy (`--session-lifetime`).
+    pub lifetime_ms: i64,
+}
+
+impl SessionLimits {
+    pub fn of(state: &AppState) -> Self {
+        let ms =
+            |duration: std::time::Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        SessionLimits {
+            idle_ms: ms(state.config.session_idle),
+            lifetime_ms: ms(state.config.session_lifetime),
+        }
+    }
 }
 
 /// A form shown before anyone is signed in (sign-in, an invitation), with
@@ -84,13 +125,18 @@ pub fn pre_session_form(state: &AppState, render: impl FnOnce(&str) -> Response)
     let csrf = random_token("", 32);
     with_cookie(
         render(&csrf),
-        set_cookie(SIGN_IN_COOKIE, &csrf, 3_600, !state.config.dev),
+        set_cookie(
+            sign_in_cookie_name(secure_cookies(state)),
+            &csrf,
+            3_600,
+            secure_cookies(state),
+        ),
     )
 }
 
 /// Whether a pre-session form came back with the token of its cookie.
-pub fn form_token_matches(headers: &HeaderMap, submitted: &str) -> bool {
-    let expected = cookie(headers, SIGN_IN_COOKIE).unwrap_or("");
+pub fn form_token_matches(state: &AppState, headers: &HeaderMap, submitted: &str) -> bool {
+    let expected = cookie(headers, sign_in_cookie_name(secure_cookies(state))).unwrap_or("");
     !expected.is_empty() && same_secret(submitted, expected)
 }
 
@@ -102,16 +148,16 @@ pub async fn sign_in_and_go(
     now: Timestamp,
     next: &str,
 ) -> anyhow::Result<Response> {
-    let (token, session) = new_session(user, now, idle_ms(state));
+    let (token, session) = new_session(user, now, SessionLimits::of(state));
     state.store.create_session(&session).await?;
-    let secure = !state.config.dev;
+    let secure = secure_cookies(state);
     let response = with_cookie(
         Redirect::to(next).into_response(),
         session_cookie(&token, secure),
     );
     Ok(with_cookie(
         response,
-        set_cookie(SIGN_IN_COOKIE, "", 0, secure),
+        set_cookie(sign_in_cookie_name(secure), "", 0, secure),
     ))
 }
 
@@ -126,6 +172,9 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 pub struct Viewer {
     pub user: User,
     pub session: Session,
+    /// Flagged items waiting on the person's sites (those with any), for
+    /// the count in the navigation.
+    pub waiting: Vec<(SiteId, i64)>,
 }
 
 impl Viewer {
@@ -187,15 +236,32 @@ impl FromRequestParts<AppState> for Viewer {
             .path_and_query()
             .map_or("/", |path| path.as_str())
             .to_string();
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+        let Some(token) = cookie(&parts.headers, session_cookie_name(secure_cookies(state))) else {
             return Err(SignInFirst(back).into_response());
         };
+        let limits = SessionLimits::of(state);
         match state
             .store
-            .touch_session(&sha256_hex(token), Timestamp::now(), idle_ms(state))
+            .touch_session(
+                &sha256_hex(token),
+                Timestamp::now(),
+                limits.idle_ms,
+                limits.lifetime_ms,
+            )
             .await
         {
-            Ok(Some((session, user))) => Ok(Viewer { user, session }),
+            Ok(Some((session, user))) => {
+                let member = (!user.is_admin).then_some(&user.id);
+                let operator_site = SiteId::from(crate::alerts::OPERATOR_SITE_ID);
+                match state.store.waiting_for_review(member, &operator_site).await {
+                    Ok(waiting) => Ok(Viewer {
+                        user,
+                        session,
+                        waiting,
+                    }),
+                    Err(error) => Err(DashError::from(error).into_response()),
+                }
+            }
             Ok(None) => Err(SignInFirst(back).into_response()),
             Err(error) => Err(DashError::from(error).into_response()),
         }

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use super::DashError;
 use super::layout::{document, field_error};
 use super::session::{
-    Post, SESSION_COOKIE, form_token_matches, pre_session_form, set_cookie, sign_in_and_go,
-    with_cookie,
+    Post, form_token_matches, pre_session_form, secure_cookies, session_cookie_name, set_cookie,
+    sign_in_and_go, with_cookie,
 };
 use crate::api::AppState;
 use crate::model::Timestamp;
@@ -107,7 +107,7 @@ async fn sign_in(
     let input: SignIn = serde_html_form::from_bytes(&body)
         .map_err(|_| DashError::BadRequest("the form could not be read".into()))?;
     let next = local_path(input.next.as_deref());
-    if !form_token_matches(&headers, &input.csrf) {
+    if !form_token_matches(&state, &headers, &input.csrf) {
         tracing::warn!(address = %peer.ip(), "sign-in refused: missing or wrong CSRF token");
         return Err(DashError::Forbidden);
     }
@@ -164,6 +164,11 @@ async fn sign_out(
     tracing::info!(email = %post.viewer.user.email, "signed out");
     Ok(with_cookie(
         Redirect::to("/sign-in").into_response(),
-        set_cookie(SESSION_COOKIE, "", 0, !state.config.dev),
+        set_cookie(
+            session_cookie_name(secure_cookies(&state)),
+            "",
+            0,
+            secure_cookies(&state),
+        ),
     ))
 }

@@ -93,19 +93,25 @@ fn new_site_form(viewer: &Viewer, input: &NewSiteForm, error: Option<(&str, &str
     }
 }
 
-fn sites_table(sites: &[(Site, Access)]) -> Markup {
+fn sites_table(sites: &[(Site, Access)], waiting: &[(SiteId, i64)]) -> Markup {
     html! {
         @if sites.is_empty() {
             (empty("No sites yet. An operator creates sites; an owner of a site can invite you to it."))
         } @else {
             table {
-                thead { tr { th { "Site" } th { "URL" } th { "Your role" } th { "Created" } } }
+                thead { tr { th { "Site" } th { "URL" } th { "Your role" } th { "Waiting for review" } th { "Created" } } }
                 tbody {
                     @for (site, access) in sites {
                         tr {
                             td { a href=(format!("/sites/{}", site.id)) { (site.name) } }
                             td { @if let Some(url) = &site.url { (url) } @else { span.muted { "—" } } }
                             td { span.badge { (access_label(*access)) } }
+                            td {
+                                @match waiting.iter().find(|(id, _)| *id == site.id) {
+                                    Some((_, count)) => a href=(format!("/sites/{}/moderation", site.id)) { (count) " flagged" },
+                                    None => span.muted { "none" },
+                                }
+                            }
                             td { (when(site.created_at)) }
                         }
                     }
@@ -122,7 +128,7 @@ async fn list(State(state): State<AppState>, viewer: Viewer) -> Result<Html<Stri
         "Sites",
         &[],
         html! {
-            (sites_table(&sites))
+            (sites_table(&sites, &viewer.waiting))
             @if viewer.user.is_admin { (new_site_form(&viewer, &NewSiteForm::default(), None)) }
         },
     ))
@@ -159,7 +165,7 @@ async fn create(
             let sites = visible_sites(&state, &viewer).await?;
             let field = field.unwrap_or_default();
             let body = html! {
-                (sites_table(&sites))
+                (sites_table(&sites, &viewer.waiting))
                 (new_site_form(&viewer, &form, Some((field.as_str(), message.as_str()))))
             };
             return Ok(refused(page(&viewer, "Sites", &[], body)));

@@ -102,7 +102,7 @@ pub async fn record_decision(
 ) -> anyhow::Result<Option<Media>> {
     let decision = DecisionRecord {
         status: verdict,
-        decided_by: DecidedBy::Manual,
+        decided_by: DecidedBy::Person,
         note: note.map(str::to_string),
         reviewer: reviewer.cloned(),
         moderated_at: Timestamp::now(),

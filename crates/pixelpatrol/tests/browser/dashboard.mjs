@@ -228,10 +228,14 @@ try {
   }
   await flaggedItem.getByText("I am going to kill myself tonight").waitFor();
   await flaggedItem.getByText("self_harm").first().waitFor();
+  // The navigation counts what waits, on every page.
+  const mainNav = page.getByRole("navigation", { name: "Main" });
+  await mainNav.getByRole("link", { name: "Review queue, 1 waiting" }).waitFor();
   await shot(page, "moderation-queue");
   await flaggedItem.getByLabel("Note (optional)").fill("Reached out to the user");
   await flaggedItem.getByRole("button", { name: "Approve" }).click();
   await page.getByText("Nothing flagged").waitFor();
+  await mainNav.getByRole("link", { name: "Review queue, 0 waiting" }).waitFor();
   await page.getByRole("link", { name: "approved" }).click();
   const decided = page.getByRole("article", { name: `Item ${mediaId}` });
   await decided.getByText("Reviewed by mod@example.com").waitFor();

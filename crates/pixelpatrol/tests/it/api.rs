@@ -638,7 +638,7 @@ async fn reviews_take_only_known_statuses(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(media["status"], "flagged");
     assert_eq!(media["review_note"], "needs a second look");
-    assert_eq!(media["decided_by"], "manual");
+    assert_eq!(media["decided_by"], "person");
     assert!(media["moderated_at"].as_str().is_some());
     let (status, _) = app
         .post(

@@ -24,6 +24,7 @@ both_backends!(
     the_queue_shows_images_through_the_servers_own_small_preview,
     owners_edit_their_site_and_only_operators_delete_one,
     sign_in_returns_only_to_this_server_and_no_page_reaches_the_operators_own_site,
+    outside_dev_cookies_are_host_only_and_a_session_ends_at_its_lifetime,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -93,17 +94,29 @@ fn csrf_of(html: &str) -> String {
 /// Signs in over HTTP as a browser would; returns the session cookie and
 /// the session's CSRF token.
 async fn sign_in(app: &TestApp, email: &str, password: &str) -> Result<(String, String), String> {
+    sign_in_with_cookies(app, email, password, "").await
+}
+
+/// [`sign_in`] with cookie names starting with `prefix` (`__Host-` outside
+/// `--dev`).
+async fn sign_in_with_cookies(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    prefix: &str,
+) -> Result<(String, String), String> {
     let http = browserless();
     let form = http
         .get(format!("{}/sign-in", app.address))
         .send()
         .await
         .unwrap();
-    let form_cookie = set_cookie(&form, "pixelpatrol_sign_in").expect("the sign-in cookie");
+    let form_cookie =
+        set_cookie(&form, &format!("{prefix}pixelpatrol_sign_in")).expect("the sign-in cookie");
     let form_csrf = csrf_of(&form.text().await.unwrap());
     let response = http
         .post(format!("{}/sign-in", app.address))
-        .header(COOKIE, format!("pixelpatrol_sign_in={form_cookie}"))
+        .header(COOKIE, format!("{prefix}pixelpatrol_sign_in={form_cookie}"))
         .form(&[
             ("csrf", form_csrf.as_str()),
             ("email", email),
@@ -116,8 +129,9 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> Result<(String, 
     if response.status() != StatusCode::SEE_OTHER {
         return Err(response.text().await.unwrap());
     }
-    let session = set_cookie(&response, "pixelpatrol_session").expect("a session cookie");
-    let cookie = format!("pixelpatrol_session={session}");
+    let session =
+        set_cookie(&response, &format!("{prefix}pixelpatrol_session")).expect("a session cookie");
+    let cookie = format!("{prefix}pixelpatrol_session={session}");
     let page = http
         .get(format!("{}/sites", app.address))
         .header(COOKIE, &cookie)
@@ -292,7 +306,7 @@ async fn a_person_signs_in_creates_a_site_and_signs_out_in_a_real_browser(backen
         .await;
     let decision = received.iter().find(|request| approved(request)).unwrap();
     assert_eq!(decision.media_id(), media_id);
-    assert_eq!(decision.json["data"]["decided_by"], "manual");
+    assert_eq!(decision.json["data"]["decided_by"], "person");
     assert_eq!(
         decision.json["data"]["reviewer"]["email"],
         "mod@example.com"
@@ -1205,4 +1219,78 @@ async fn sign_in_returns_only_to_this_server_and_no_page_reaches_the_operators_o
         .await
         .unwrap();
     assert_eq!(invite.status(), StatusCode::NOT_FOUND);
+}
+
+async fn outside_dev_cookies_are_host_only_and_a_session_ends_at_its_lifetime(backend: Backend) {
+    let app = spawn_app_with(backend, |config| {
+        config.dev = false;
+        config.session_lifetime = Duration::from_secs(2);
+    })
+    .await;
+    operator(&app, "operator@example.com").await;
+    let http = browserless();
+    let form = http
+        .get(format!("{}/sign-in", app.address))
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<String> = form
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|cookie| cookie.starts_with("__Host-pixelpatrol_sign_in=")
+                && cookie.contains("; Secure")
+                && cookie.contains("Path=/")
+                && !cookie.contains("Domain")),
+        "{cookies:?}"
+    );
+    let form_cookie = set_cookie(&form, "__Host-pixelpatrol_sign_in").unwrap();
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let bare_named = http
+        .post(format!("{}/sign-in", app.address))
+        .header(COOKIE, format!("pixelpatrol_sign_in={form_cookie}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", "operator@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bare_named.status(),
+        StatusCode::FORBIDDEN,
+        "a cookie without the prefix is not the sign-in form's"
+    );
+
+    let (cookie, _) = sign_in_with_cookies(&app, "operator@example.com", PASSWORD, "__Host-")
+        .await
+        .expect("signed in with __Host- cookies");
+    let bare = cookie.replacen("__Host-", "", 1);
+    let page = |cookie: String| {
+        http.get(format!("{}/sites", app.address))
+            .header(COOKIE, cookie)
+            .send()
+    };
+    assert_eq!(
+        page(bare).await.unwrap().status(),
+        StatusCode::SEE_OTHER,
+        "a session cookie without the prefix signs nobody in"
+    );
+    assert_eq!(page(cookie.clone()).await.unwrap().status(), StatusCode::OK);
+    // Two seconds after sign-in the session is over, used or not.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let after = page(cookie).await.unwrap();
+    assert_eq!(after.status(), StatusCode::SEE_OTHER);
+    assert!(
+        after.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/sign-in")
+    );
 }

@@ -767,7 +767,7 @@ async fn remoderation_decides_again_and_manual_review_wins(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, media) = app.get(&format!("/v1/media/{reviewed}"), &site.key).await;
     assert_eq!(media["status"], "approved");
-    assert_eq!(media["decided_by"], "manual");
+    assert_eq!(media["decided_by"], "person");
     let moderated: Vec<_> = receiver
         .requests()
         .into_iter()

@@ -6,17 +6,23 @@
 use crate::common::{Backend, TestDb};
 use pixelpatrol::model::people::{FREE_SIGN_IN_FAILURES, INVITATION_LIFETIME_MS};
 use pixelpatrol::model::{
-    AcceptOutcome, Actor, AuditEntry, AuditId, Invitation, InvitationId, Role, RuleGroup,
-    RuleGroupId, Session, Site, SiteId, Timestamp, User, UserId,
+    AcceptOutcome, Actor, AuditEntry, AuditId, Invitation, InvitationId, Media, MediaStatus,
+    MemberChange, OPERATOR_SITE_ID, Role, RuleGroup, RuleGroupId, Session, Site, SiteId, Timestamp,
+    User, UserId,
 };
 use pixelpatrol::store::DynStore;
 use pixelpatrol::util::{new_id, sha256_hex};
+use pixelpatrol_webhooks::EventType;
 use serde_json::json;
 
 both_backends!(
     an_email_has_one_account_and_a_new_password_signs_out_everywhere,
     roles_are_per_site_and_removing_a_member_or_the_site_takes_the_role,
     a_session_lives_while_used_and_ends_on_sign_out_or_when_idle,
+    a_busy_session_still_ends_at_its_lifetime,
+    a_site_keeps_an_owner_even_when_two_step_down_at_once,
+    an_invitation_dies_with_its_senders_right_to_give_it,
+    the_review_count_covers_a_persons_own_sites,
     failed_sign_ins_back_off_per_key_and_a_success_forgets_them,
     an_invitation_is_used_once_and_never_after_it_expires,
     an_invitation_for_an_existing_account_keeps_its_password,
@@ -25,6 +31,7 @@ both_backends!(
 
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
 
 fn t(ms: i64) -> Timestamp {
     T0.plus_ms(ms)
@@ -164,7 +171,7 @@ async fn an_email_has_one_account_and_a_new_password_signs_out_everywhere(backen
     for token in ["one", "two"] {
         assert!(
             store
-                .touch_session(&sha256_hex(token), t(2), HOUR)
+                .touch_session(&sha256_hex(token), t(2), HOUR, DAY)
                 .await
                 .unwrap()
                 .is_none(),
@@ -282,17 +289,19 @@ async fn roles_are_per_site_and_removing_a_member_or_the_site_takes_the_role(bac
 
     // Removing: gone from that site only, and the change is in the log.
     let removal = audit(Some(&alpha), Some(&ann), "member.removed", t(6));
-    assert!(
+    assert_eq!(
         store
             .remove_member(&alpha.id, &bob.id, &removal)
             .await
-            .unwrap()
+            .unwrap(),
+        MemberChange::Done
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .remove_member(&alpha.id, &bob.id, &removal)
             .await
-            .unwrap()
+            .unwrap(),
+        MemberChange::NotMember
     );
     assert_eq!(store.member_role(&alpha.id, &bob.id).await.unwrap(), None);
     assert_eq!(
@@ -334,7 +343,7 @@ async fn a_session_lives_while_used_and_ends_on_sign_out_or_when_idle(backend: B
     let hash = sha256_hex("browser");
 
     let (live, user) = store
-        .touch_session(&hash, t(1_000), idle)
+        .touch_session(&hash, t(1_000), idle, DAY)
         .await
         .unwrap()
         .unwrap();
@@ -345,7 +354,7 @@ async fn a_session_lives_while_used_and_ends_on_sign_out_or_when_idle(backend: B
 
     // Used again 50 minutes in: idle expiry moves to an hour after that.
     let (live, _) = store
-        .touch_session(&hash, t(50 * 60_000), idle)
+        .touch_session(&hash, t(50 * 60_000), idle, DAY)
         .await
         .unwrap()
         .unwrap();
@@ -354,7 +363,7 @@ async fn a_session_lives_while_used_and_ends_on_sign_out_or_when_idle(backend: B
     // So it is alive after the first hour…
     assert!(
         store
-            .touch_session(&hash, t(idle + 1), idle)
+            .touch_session(&hash, t(idle + 1), idle, DAY)
             .await
             .unwrap()
             .is_some()
@@ -363,14 +372,14 @@ async fn a_session_lives_while_used_and_ends_on_sign_out_or_when_idle(backend: B
     let stale = t(idle + 1).plus_ms(idle);
     assert!(
         store
-            .touch_session(&hash, stale, idle)
+            .touch_session(&hash, stale, idle, DAY)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .touch_session(&sha256_hex("unknown"), T0, idle)
+            .touch_session(&sha256_hex("unknown"), T0, idle, DAY)
             .await
             .unwrap()
             .is_none()
@@ -384,7 +393,7 @@ async fn a_session_lives_while_used_and_ends_on_sign_out_or_when_idle(backend: B
     store.end_session(&sha256_hex("laptop")).await.unwrap();
     assert!(
         store
-            .touch_session(&sha256_hex("laptop"), t(1), idle)
+            .touch_session(&sha256_hex("laptop"), t(1), idle, DAY)
             .await
             .unwrap()
             .is_none()
@@ -398,10 +407,365 @@ async fn a_session_lives_while_used_and_ends_on_sign_out_or_when_idle(backend: B
     assert_eq!(store.purge_expired_sessions(t(10 * HOUR)).await.unwrap(), 1);
     assert!(
         store
-            .touch_session(&sha256_hex("phone"), t(10 * HOUR + 1), idle)
+            .touch_session(&sha256_hex("phone"), t(10 * HOUR + 1), idle, DAY)
             .await
             .unwrap()
             .is_some()
+    );
+}
+
+async fn a_busy_session_still_ends_at_its_lifetime(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let ann = account(&store, "ann@example.com").await;
+    let (idle, lifetime) = (HOUR, 3 * HOUR);
+    store
+        .create_session(&session(&ann, "tab", T0, idle))
+        .await
+        .unwrap();
+    let hash = sha256_hex("tab");
+    // Used every 40 minutes: never idle, and the expiry moves on…
+    let mut now = T0;
+    for _ in 0..4 {
+        now = now.plus_ms(40 * 60_000);
+        let (live, _) = store
+            .touch_session(&hash, now, idle, lifetime)
+            .await
+            .unwrap()
+            .expect("alive while used");
+        assert_eq!(live.expires_at, now.plus_ms(idle).min(t(lifetime)));
+    }
+    // …but never past three hours after sign-in.
+    assert_eq!(now, t(160 * 60_000));
+    assert!(
+        store
+            .touch_session(&hash, t(lifetime - 1), idle, lifetime)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .touch_session(&hash, t(lifetime), idle, lifetime)
+            .await
+            .unwrap()
+            .is_none(),
+        "ended at its lifetime, however busy"
+    );
+}
+
+async fn owners_of(store: &DynStore, site: &Site) -> Vec<UserId> {
+    store
+        .list_members(&site.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|member| member.role == Role::Owner)
+        .map(|member| member.user_id)
+        .collect()
+}
+
+async fn a_site_keeps_an_owner_even_when_two_step_down_at_once(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let alpha = site(&store, "Alpha").await;
+    let ann = account(&store, "ann@example.com").await;
+    let bob = account(&store, "bob@example.com").await;
+    let entry = |action: &str| audit(Some(&alpha), Some(&ann), action, T0);
+    // A site without an owner (an operator made it) may gain other members.
+    assert_eq!(
+        store
+            .set_member(
+                &alpha.id,
+                &bob.id,
+                Role::Developer,
+                T0,
+                &entry("member.added")
+            )
+            .await
+            .unwrap(),
+        MemberChange::Done
+    );
+    for user in [&ann, &bob] {
+        store
+            .set_member(&alpha.id, &user.id, Role::Owner, T0, &entry("member.added"))
+            .await
+            .unwrap();
+    }
+    let logged = store.list_audit(&alpha.id, None, 100).await.unwrap().len();
+
+    // One of two owners may step down; the last may not, nor be removed.
+    assert_eq!(
+        store
+            .set_member(
+                &alpha.id,
+                &ann.id,
+                Role::Developer,
+                t(1),
+                &entry("member.role_changed")
+            )
+            .await
+            .unwrap(),
+        MemberChange::Done
+    );
+    assert_eq!(
+        store
+            .set_member(
+                &alpha.id,
+                &bob.id,
+                Role::Moderator,
+                t(2),
+                &entry("member.role_changed")
+            )
+            .await
+            .unwrap(),
+        MemberChange::LastOwner
+    );
+    assert_eq!(
+        store
+            .remove_member(&alpha.id, &bob.id, &entry("member.removed"))
+            .await
+            .unwrap(),
+        MemberChange::LastOwner
+    );
+    assert_eq!(
+        owners_of(&store, &alpha).await,
+        std::slice::from_ref(&bob.id)
+    );
+    assert_eq!(
+        store.list_audit(&alpha.id, None, 100).await.unwrap().len(),
+        logged + 1,
+        "a refused change writes no entry"
+    );
+
+    // Two owners stepping down at the same moment: exactly one succeeds,
+    // every time (on PostgreSQL the two transactions really overlap).
+    for round in 0..20 {
+        store
+            .set_member(
+                &alpha.id,
+                &ann.id,
+                Role::Owner,
+                t(3),
+                &entry("member.role_changed"),
+            )
+            .await
+            .unwrap();
+        let at = t(10 + round);
+        let demote = |user: &User| {
+            let (store, site, user, audit) = (
+                store.clone(),
+                alpha.id.clone(),
+                user.id.clone(),
+                audit(Some(&alpha), Some(user), "member.role_changed", at),
+            );
+            tokio::spawn(async move {
+                if round % 2 == 0 {
+                    store
+                        .set_member(&site, &user, Role::Developer, at, &audit)
+                        .await
+                } else {
+                    store.remove_member(&site, &user, &audit).await
+                }
+            })
+        };
+        let (first, second) = (demote(&ann), demote(&bob));
+        let outcomes = [
+            first.await.unwrap().unwrap(),
+            second.await.unwrap().unwrap(),
+        ];
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|&&o| o == MemberChange::Done)
+                .count(),
+            1,
+            "round {round}: {outcomes:?}"
+        );
+        let owners = owners_of(&store, &alpha).await;
+        assert_eq!(owners.len(), 1, "round {round}: one owner left");
+        // The one who stepped down (or left) comes back as an owner.
+        for user in [&ann, &bob] {
+            if !owners.contains(&user.id) {
+                store
+                    .set_member(&alpha.id, &user.id, Role::Owner, at, &entry("member.added"))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+async fn an_invitation_dies_with_its_senders_right_to_give_it(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let alpha = site(&store, "Alpha").await;
+    let ann = account(&store, "ann@example.com").await;
+    let bob = account(&store, "bob@example.com").await;
+    for user in [&ann, &bob] {
+        store
+            .set_member(
+                &alpha.id,
+                &user.id,
+                Role::Owner,
+                T0,
+                &audit(Some(&alpha), None, "member.added", T0),
+            )
+            .await
+            .unwrap();
+    }
+    let sent_by = |user: &User, site: Option<&Site>, email: &str| Invitation {
+        invited_by: Some(user.id.clone()),
+        ..invitation(site, email, site.map(|_| Role::Moderator), T0)
+    };
+    let from_ann = sent_by(&ann, Some(&alpha), "carl@example.com");
+    let from_bob = sent_by(&bob, Some(&alpha), "dora@example.com");
+    for invite in [&from_ann, &from_bob] {
+        store
+            .create_invitation(invite, &audit(Some(&alpha), None, "member.invited", T0))
+            .await
+            .unwrap();
+    }
+    // Ann is an owner no longer: her pending link gives nothing (and is
+    // not used up by trying); Bob's still works.
+    store
+        .set_member(
+            &alpha.id,
+            &ann.id,
+            Role::Developer,
+            t(1),
+            &audit(Some(&alpha), Some(&bob), "member.role_changed", t(1)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .accept_invitation(&from_ann.token_hash, &user("carl@example.com"), t(2))
+            .await
+            .unwrap(),
+        AcceptOutcome::Invalid
+    ));
+    assert!(
+        store
+            .user_by_email("carl@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store
+            .accept_invitation(&from_bob.token_hash, &user("dora@example.com"), t(2))
+            .await
+            .unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+    // An owner again, her link works again (it was never used).
+    store
+        .set_member(
+            &alpha.id,
+            &ann.id,
+            Role::Owner,
+            t(3),
+            &audit(Some(&alpha), Some(&bob), "member.role_changed", t(3)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .accept_invitation(&from_ann.token_hash, &user("carl@example.com"), t(4))
+            .await
+            .unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+
+    // Only an operator's operator invitation makes an operator.
+    let from_owner = sent_by(&ann, None, "eve@example.com");
+    store
+        .create_invitation(
+            &from_owner,
+            &audit(None, Some(&ann), "operator.invited", t(5)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .accept_invitation(&from_owner.token_hash, &user("eve@example.com"), t(6))
+            .await
+            .unwrap(),
+        AcceptOutcome::Invalid
+    ));
+    let mut operator = user("op@example.com");
+    operator.is_admin = true;
+    assert!(store.create_user(&operator).await.unwrap());
+    let from_operator = sent_by(&operator, None, "eve@example.com");
+    store
+        .create_invitation(
+            &from_operator,
+            &audit(None, Some(&operator), "operator.invited", t(7)),
+        )
+        .await
+        .unwrap();
+    let AcceptOutcome::Accepted(eve) = store
+        .accept_invitation(&from_operator.token_hash, &user("eve@example.com"), t(8))
+        .await
+        .unwrap()
+    else {
+        panic!("the operator's invitation was refused");
+    };
+    assert!(eve.is_admin);
+}
+
+async fn the_review_count_covers_a_persons_own_sites(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let alpha = site(&store, "Alpha").await;
+    let beta = site(&store, "Beta").await;
+    let gamma = site(&store, "Gamma").await;
+    let ann = account(&store, "ann@example.com").await;
+    for site in [&alpha, &gamma] {
+        store
+            .set_member(
+                &site.id,
+                &ann.id,
+                Role::Moderator,
+                T0,
+                &audit(Some(site), None, "member.added", T0),
+            )
+            .await
+            .unwrap();
+    }
+    for (site, status, how_many) in [
+        (&alpha, MediaStatus::Flagged, 2),
+        (&alpha, MediaStatus::Approved, 3),
+        (&beta, MediaStatus::Flagged, 1),
+        (&gamma, MediaStatus::Pending, 1),
+    ] {
+        for _ in 0..how_many {
+            let item = Media {
+                status,
+                ..crate::store::media(site, T0)
+            };
+            let created = crate::store::event(&site.id, EventType::MediaCreated, &item.id, T0, T0);
+            store.create_media(&item, &created, false).await.unwrap();
+        }
+    }
+    let operator_site = SiteId::from(OPERATOR_SITE_ID);
+    assert_eq!(
+        store
+            .waiting_for_review(Some(&ann.id), &operator_site)
+            .await
+            .unwrap(),
+        [(alpha.id.clone(), 2)],
+        "her sites only, flagged items only, sites without any left out"
+    );
+    assert_eq!(
+        store
+            .waiting_for_review(None, &operator_site)
+            .await
+            .unwrap(),
+        [(alpha.id.clone(), 2), (beta.id.clone(), 1)],
+        "an operator's: every site"
+    );
+    assert_eq!(
+        store.waiting_for_review(None, &beta.id).await.unwrap(),
+        [(alpha.id.clone(), 2)],
+        "but the one left out"
     );
 }
 
@@ -494,6 +858,16 @@ async fn an_invitation_is_used_once_and_never_after_it_expires(backend: Backend)
     let (_db, store) = open(backend).await;
     let alpha = site(&store, "Alpha").await;
     let owner = account(&store, "owner@example.com").await;
+    store
+        .set_member(
+            &alpha.id,
+            &owner.id,
+            Role::Owner,
+            T0,
+            &audit(Some(&alpha), None, "member.added", T0),
+        )
+        .await
+        .unwrap();
     let invite = Invitation {
         invited_by: Some(owner.id.clone()),
         ..invitation(Some(&alpha), "dev@example.com", Some(Role::Developer), T0)
@@ -566,7 +940,10 @@ async fn an_invitation_is_used_once_and_never_after_it_expires(backend: Backend)
         .into_iter()
         .map(|entry| entry.action)
         .collect();
-    assert_eq!(actions, ["invitation.accepted", "member.invited"]);
+    assert_eq!(
+        actions,
+        ["invitation.accepted", "member.invited", "member.added"]
+    );
 
     // Expired: refused, and not listed.
     let late = invitation(Some(&alpha), "late@example.com", Some(Role::Moderator), T0);

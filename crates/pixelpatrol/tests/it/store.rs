@@ -151,7 +151,7 @@ async fn get_endpoint(store: &DynStore, endpoint: &Endpoint) -> Endpoint {
         .expect("the endpoint")
 }
 
-fn media(site: &Site, at: Timestamp) -> Media {
+pub(crate) fn media(site: &Site, at: Timestamp) -> Media {
     Media {
         id: MediaId::generate(),
         site_id: site.id.clone(),
@@ -175,7 +175,7 @@ fn media(site: &Site, at: Timestamp) -> Media {
 }
 
 /// An event in the lane of `media_id` (any lane key).
-fn event(
+pub(crate) fn event(
     site_id: &SiteId,
     event_type: EventType,
     media_id: &(impl AsRef<str> + ?Sized),
@@ -225,7 +225,7 @@ fn reviewer() -> pixelpatrol::model::Actor {
 fn manual(status: Verdict, at: Timestamp) -> DecisionRecord {
     DecisionRecord {
         status,
-        decided_by: DecidedBy::Manual,
+        decided_by: DecidedBy::Person,
         note: Some("checked by hand".into()),
         reviewer: Some(reviewer()),
         moderated_at: at,
@@ -1775,7 +1775,7 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
         panic!("the manual decision was not stored");
     };
     assert_eq!(decided.status, MediaStatus::Rejected);
-    assert_eq!(decided.decided_by, Some(DecidedBy::Manual));
+    assert_eq!(decided.decided_by, Some(DecidedBy::Person));
     assert_eq!(
         decided.reviewer,
         Some(reviewer()),
@@ -1828,7 +1828,7 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
 
     let stored = store.get_media(&media_id).await.unwrap().unwrap();
     assert_eq!(stored.status, MediaStatus::Rejected);
-    assert_eq!(stored.decided_by, Some(DecidedBy::Manual));
+    assert_eq!(stored.decided_by, Some(DecidedBy::Person));
     assert_eq!(
         stored.reviewer,
         Some(reviewer()),
