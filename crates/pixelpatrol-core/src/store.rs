@@ -225,7 +225,9 @@ pub trait Sites: Send + Sync {
     async fn get_site(&self, id: &SiteId) -> anyhow::Result<Option<Site>>;
     async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>>;
     /// Updates name, url, description, threshold and external analyzer.
-    async fn update_site(&self, site: &Site) -> anyhow::Result<bool>;
+    /// `audit` (here and in every change below) commits with the change,
+    /// and only when there was one.
+    async fn update_site(&self, site: &Site, audit: Option<&AuditEntry>) -> anyhow::Result<bool>;
     /// Deletes the site with everything of it.
     async fn delete_site(&self, id: &SiteId) -> anyhow::Result<bool>;
 }
@@ -275,10 +277,23 @@ pub trait RuleGroups: Send + Sync {
     async fn default_rule_group(&self, site_id: &SiteId) -> anyhow::Result<Option<RuleGroup>>;
     /// Stores a new group; when it is the default, the previous default
     /// stops being one in the same transaction.
-    async fn create_rule_group(&self, group: &RuleGroup) -> anyhow::Result<()>;
-    async fn update_rule_group(&self, group: &RuleGroup) -> anyhow::Result<bool>;
+    async fn create_rule_group(
+        &self,
+        group: &RuleGroup,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()>;
+    async fn update_rule_group(
+        &self,
+        group: &RuleGroup,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<bool>;
     /// Deletes a group that is not the site's default.
-    async fn delete_rule_group(&self, site_id: &SiteId, id: &RuleGroupId) -> anyhow::Result<bool>;
+    async fn delete_rule_group(
+        &self,
+        site_id: &SiteId,
+        id: &RuleGroupId,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<bool>;
 }
 
 #[async_trait]
@@ -320,6 +335,7 @@ pub trait MediaStore: Send + Sync {
         decision: &DecisionRecord,
         event: &NewEvent,
         job: Option<&ModerationJob>,
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<DecideOutcome>;
 }
 
@@ -424,6 +440,7 @@ pub trait DeliveryLog: Send + Sync {
         endpoint_id: &EndpointId,
         delivery_id: &DeliveryId,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<RetryOutcome>;
     /// Re-queues dead deliveries created in `[since, until)`, oldest first.
     async fn recover_deliveries(
@@ -432,6 +449,8 @@ pub trait DeliveryLog: Send + Sync {
         since: Timestamp,
         until: Option<Timestamp>,
         now: Timestamp,
+        // Written with `requeued` added to its detail.
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<RecoverOutcome>;
     /// New deliveries of an existing event to the site's subscribed active
     /// endpoints, or to the one named.

@@ -72,6 +72,17 @@ impl BackendStore {
         .await?;
         Ok(())
     }
+
+    /// [`Self::insert_audit`] for the changes whose caller may name no entry.
+    pub(super) async fn insert_audit_if(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        entry: Option<&AuditEntry>,
+    ) -> anyhow::Result<()> {
+        match entry {
+            Some(entry) => Self::insert_audit(tx, entry).await,
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]

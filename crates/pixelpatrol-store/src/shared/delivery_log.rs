@@ -10,7 +10,7 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
 use pixelpatrol_core::model::{
-    Attempt, Delivery, DeliveryFilter, DeliveryId, Endpoint, EndpointId, EventDelivery,
+    Attempt, AuditEntry, Delivery, DeliveryFilter, DeliveryId, Endpoint, EndpointId, EventDelivery,
     EventFilter, EventId, EventSummary, NewEvent, RecoverOutcome, ResendOutcome, RetryOutcome,
     SiteId, Timestamp,
 };
@@ -120,6 +120,7 @@ impl DeliveryLog for BackendStore {
         endpoint_id: &EndpointId,
         delivery_id: &DeliveryId,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<RetryOutcome> {
         let mut tx = self.write.begin().await?;
         let row = locks::delivery_for_retry(&mut tx, endpoint_id, delivery_id).await?;
@@ -157,6 +158,7 @@ impl DeliveryLog for BackendStore {
         )
         .fetch_one(&mut *tx)
         .await?;
+        Self::insert_audit_if(&mut tx, audit).await?;
         tx.commit().await?;
         let mut deliveries = vec![Delivery::try_from(row)?];
         self.attach_attempts(&mut deliveries).await?;
@@ -171,6 +173,7 @@ impl DeliveryLog for BackendStore {
         since: Timestamp,
         until: Option<Timestamp>,
         now: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<RecoverOutcome> {
         let mut tx = self.write.begin().await?;
         // Dead deliveries keep their place (seq), so lanes replay in their
@@ -212,6 +215,12 @@ impl DeliveryLog for BackendStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if let Some(audit) = audit {
+            // The entry records what the recovery did.
+            let mut entry = audit.clone();
+            entry.detail["requeued"] = requeued.into();
+            Self::insert_audit(&mut tx, &entry).await?;
+        }
         tx.commit().await?;
         Ok(RecoverOutcome {
             requeued,

@@ -11,7 +11,7 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db};
 use pixelpatrol_core::model::{
-    DecideOutcome, DecisionRecord, Endpoint, Media, MediaFilter, MediaId, MediaStatus,
+    AuditEntry, DecideOutcome, DecisionRecord, Endpoint, Media, MediaFilter, MediaId, MediaStatus,
     ModerationJob, NewEvent, RuleGroupId, SiteId, Timestamp,
 };
 use pixelpatrol_core::store::MediaStore;
@@ -217,6 +217,7 @@ impl MediaStore for BackendStore {
         decision: &DecisionRecord,
         event: &NewEvent,
         job: Option<&ModerationJob>,
+        audit: Option<&AuditEntry>,
     ) -> anyhow::Result<DecideOutcome> {
         let mut tx = self.write.begin().await?;
         let media_id = media_id.as_str();
@@ -297,6 +298,7 @@ impl MediaStore for BackendStore {
             Self::subscribed_endpoints(&mut tx, &media.site_id, event.event_type).await?;
         let targets: Vec<&Endpoint> = endpoints.iter().collect();
         Self::insert_event(&mut tx, event, &targets, None).await?;
+        Self::insert_audit_if(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(DecideOutcome::Decided(Box::new(media)))
     }

@@ -1,7 +1,7 @@
 //! Rule groups (shared by both backends: compiled into each).
 
 use async_trait::async_trait;
-use pixelpatrol_core::model::{RuleGroup, RuleGroupId, SiteId};
+use pixelpatrol_core::model::{AuditEntry, RuleGroup, RuleGroupId, SiteId};
 use pixelpatrol_core::store::RuleGroups;
 use pixelpatrol_store::rows::RuleGroupRow;
 
@@ -117,23 +117,39 @@ impl RuleGroups for BackendStore {
         row.map(RuleGroup::try_from).transpose()
     }
 
-    async fn create_rule_group(&self, group: &RuleGroup) -> anyhow::Result<()> {
+    async fn create_rule_group(
+        &self,
+        group: &RuleGroup,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()> {
         let mut tx = self.write.begin().await?;
         Self::write_rule_group(&mut tx, group, true).await?;
+        Self::insert_audit_if(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn update_rule_group(&self, group: &RuleGroup) -> anyhow::Result<bool> {
+    async fn update_rule_group(
+        &self,
+        group: &RuleGroup,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<bool> {
         let mut tx = self.write.begin().await?;
         let updated = Self::write_rule_group(&mut tx, group, false).await?;
         if updated {
+            Self::insert_audit_if(&mut tx, audit).await?;
             tx.commit().await?;
         }
         Ok(updated)
     }
 
-    async fn delete_rule_group(&self, site_id: &SiteId, id: &RuleGroupId) -> anyhow::Result<bool> {
+    async fn delete_rule_group(
+        &self,
+        site_id: &SiteId,
+        id: &RuleGroupId,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write.begin().await?;
         let site_id = site_id.as_str();
         let id = id.as_str();
         let result = sqlx::query!(
@@ -141,8 +157,13 @@ impl RuleGroups for BackendStore {
             site_id,
             id
         )
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let deleted = result.rows_affected() == 1;
+        if deleted {
+            Self::insert_audit_if(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
+        Ok(deleted)
     }
 }

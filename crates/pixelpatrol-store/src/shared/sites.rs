@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::BackendStore;
-use pixelpatrol_core::model::{RuleGroup, Site, SiteId};
+use pixelpatrol_core::model::{AuditEntry, RuleGroup, Site, SiteId};
 use pixelpatrol_core::store::Sites;
 use pixelpatrol_store::rows::SiteRow;
 
@@ -72,7 +72,8 @@ impl Sites for BackendStore {
         Ok(row.map(Site::from))
     }
 
-    async fn update_site(&self, site: &Site) -> anyhow::Result<bool> {
+    async fn update_site(&self, site: &Site, audit: Option<&AuditEntry>) -> anyhow::Result<bool> {
+        let mut tx = self.write.begin().await?;
         let updated_at = site.updated_at.millis();
         let id = site.id.as_str();
         let result = sqlx::query!(
@@ -88,9 +89,14 @@ impl Sites for BackendStore {
             site.external_analyzer_url,
             site.external_analyzer_secret,
         )
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let updated = result.rows_affected() == 1;
+        if updated {
+            Self::insert_audit_if(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(updated)
     }
 
     async fn delete_site(&self, id: &SiteId) -> anyhow::Result<bool> {

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::AppState;
 use crate::api::error::{AppError, Result};
-use crate::model::{Site, SiteId};
+use crate::model::{AuditEntry, AuditId, Site, SiteId, Timestamp};
 use crate::util::{random_token, sha256_hex};
 
 /// Settings key of the stored admin token hash.
@@ -25,6 +25,30 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The audit entry of a change this caller makes through the API: no
+    /// person, but the credential that made it (in `detail.via`).
+    pub fn audit(
+        &self,
+        site_id: &SiteId,
+        action: &str,
+        target: &str,
+        mut detail: serde_json::Value,
+    ) -> AuditEntry {
+        detail["via"] = serde_json::json!(match self {
+            Caller::Admin => "API, admin token",
+            Caller::Site(_) => "API, site key",
+        });
+        AuditEntry {
+            id: AuditId::generate(),
+            site_id: Some(site_id.clone()),
+            actor: None,
+            action: action.into(),
+            target: Some(target.into()),
+            detail,
+            created_at: Timestamp::now(),
+        }
+    }
+
     /// Admins see every site; a site sees only itself. Anything else is a 404
     /// so that other sites' ids are not even confirmed to exist.
     pub fn ensure_site(&self, site_id: &SiteId) -> Result<()> {

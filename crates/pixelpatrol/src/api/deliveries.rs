@@ -182,9 +182,15 @@ async fn retry_delivery(
     Path((site_id, webhook_id, delivery_id)): Path<(SiteId, EndpointId, DeliveryId)>,
 ) -> Result<(StatusCode, Json<DeliveryOut>)> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
+    let audit = caller.audit(
+        &site_id,
+        "delivery.retried",
+        delivery_id.as_str(),
+        serde_json::json!({"endpoint_id": endpoint.id}),
+    );
     match state
         .store
-        .retry_delivery(&endpoint.id, &delivery_id, Timestamp::now())
+        .retry_delivery(&endpoint.id, &delivery_id, Timestamp::now(), Some(&audit))
         .await?
     {
         RetryOutcome::Queued(delivery) => {

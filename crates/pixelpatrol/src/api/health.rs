@@ -155,12 +155,18 @@ async fn recover(
             "only dead deliveries (status failed) are recovered; retry others by hand",
         ));
     }
+    let audit = caller.audit(
+        &site_id,
+        "deliveries.recovered",
+        endpoint.id.as_str(),
+        serde_json::json!({"since": since, "until": until}),
+    );
     let RecoverOutcome {
         requeued,
         skipped_in_flight,
     } = state
         .store
-        .recover_deliveries(&endpoint.id, since, until, Timestamp::now())
+        .recover_deliveries(&endpoint.id, since, until, Timestamp::now(), Some(&audit))
         .await?;
     if requeued > 0 {
         state.deliverer.wake();

@@ -291,6 +291,12 @@ async fn review_media(
         AppError::invalid("status", "status must be approved, rejected or flagged")
     })?;
     let note = optional_text("note", input.note.as_deref(), 2000)?;
+    let audit = caller.audit(
+        &media.site_id,
+        "media.reviewed",
+        media.id.as_str(),
+        moderation::review_detail(&media, verdict, note.as_deref()),
+    );
     let decided = moderation::record_decision(
         state.store.as_ref(),
         &state.deliverer,
@@ -299,6 +305,7 @@ async fn review_media(
         note.as_deref(),
         // A key names no person.
         None,
+        Some(&audit),
     )
     .await?
     .ok_or(AppError::NotFound("media"))?;

@@ -96,8 +96,24 @@ async fn create_group(
         created_at: now,
         updated_at: now,
     };
-    state.store.create_rule_group(&group).await?;
+    let audit = caller.audit(
+        &group.site_id,
+        "rule_group.created",
+        group.id.as_str(),
+        audit_detail(&group),
+    );
+    state.store.create_rule_group(&group, Some(&audit)).await?;
     Ok((StatusCode::CREATED, Json(RuleGroupOut::from(&group))))
+}
+
+/// What a group's audit entry says: its name, whether it is the default,
+/// and its rules by name.
+fn audit_detail(group: &RuleGroup) -> serde_json::Value {
+    serde_json::json!({
+        "name": group.name,
+        "is_default": group.is_default,
+        "rules": group.rules.iter().map(|rule| rule.name.as_str()).collect::<Vec<_>>(),
+    })
 }
 
 /// Makes a new group from every template and makes it the site's default:
@@ -109,7 +125,13 @@ async fn recreate_recommended(
 ) -> Result<(StatusCode, Json<RuleGroupOut>)> {
     let site = load_site(&state, &caller, &site_id).await?;
     let group = template_group(&site.id, true);
-    state.store.create_rule_group(&group).await?;
+    let audit = caller.audit(
+        &group.site_id,
+        "rule_group.created",
+        group.id.as_str(),
+        audit_detail(&group),
+    );
+    state.store.create_rule_group(&group, Some(&audit)).await?;
     Ok((StatusCode::CREATED, Json(RuleGroupOut::from(&group))))
 }
 
@@ -188,7 +210,13 @@ async fn update_group(
         _ => {}
     }
     group.updated_at = Timestamp::now();
-    if !state.store.update_rule_group(&group).await? {
+    let audit = caller.audit(
+        &group.site_id,
+        "rule_group.updated",
+        group.id.as_str(),
+        audit_detail(&group),
+    );
+    if !state.store.update_rule_group(&group, Some(&audit)).await? {
         return Err(AppError::NotFound("rule group"));
     }
     Ok(Json(RuleGroupOut::from(&group)))
@@ -206,9 +234,15 @@ async fn delete_group(
                 .into(),
         ));
     }
+    let audit = caller.audit(
+        &group.site_id,
+        "rule_group.deleted",
+        group.id.as_str(),
+        serde_json::json!({"name": group.name}),
+    );
     if state
         .store
-        .delete_rule_group(&group.site_id, &group.id)
+        .delete_rule_group(&group.site_id, &group.id, Some(&audit))
         .await?
     {
         Ok(StatusCode::NO_CONTENT)

@@ -241,6 +241,23 @@ struct UpdateSite {
     external_analyzer_url: Option<Option<String>>,
 }
 
+/// What a site's audit entry says of an edit (never the analyzer's secret):
+/// the API and the dashboard record the same.
+pub fn audit_detail(site: &Site, before: &Site) -> serde_json::Value {
+    let fields = |site: &Site| {
+        serde_json::json!({
+            "name": site.name,
+            "url": site.url,
+            "description": site.description,
+            "confidence_threshold": site.confidence_threshold,
+            "external_analyzer_url": site.external_analyzer_url,
+        })
+    };
+    let mut detail = fields(site);
+    detail["before"] = fields(before);
+    detail
+}
+
 async fn update_site(
     caller: Caller,
     State(state): State<AppState>,
@@ -248,6 +265,7 @@ async fn update_site(
     ApiJson(input): ApiJson<UpdateSite>,
 ) -> Result<Json<UpdatedSiteOut>> {
     let mut site = load_site(&state, &caller, &site_id).await?;
+    let before = site.clone();
     if let Some(name) = input.name {
         site.name = text("name", &name, 200)?;
     }
@@ -271,7 +289,13 @@ async fn update_site(
         new_secret = analyzer.map(|(_, secret)| secret);
     }
     site.updated_at = Timestamp::now();
-    if !state.store.update_site(&site).await? {
+    let audit = caller.audit(
+        &site.id,
+        "site.updated",
+        site.id.as_str(),
+        audit_detail(&site, &before),
+    );
+    if !state.store.update_site(&site, Some(&audit)).await? {
         return Err(AppError::NotFound("site"));
     }
     Ok(Json(UpdatedSiteOut {

@@ -16,8 +16,7 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::{AppError, Result};
 use crate::model::{
-    AuditEntry, AuditId, DeliveryId, Endpoint, EndpointId, EventId, LeaseToken, NewEvent, NextStep,
-    SiteId, Timestamp,
+    DeliveryId, Endpoint, EndpointId, EventId, LeaseToken, NewEvent, NextStep, SiteId, Timestamp,
 };
 use crate::util::{new_id, new_webhook_secret};
 
@@ -211,11 +210,10 @@ async fn create_endpoint(
         state.config.dev,
     )?;
     let detail = audit_detail(&endpoint);
-    let audit = api_audit(
-        &caller,
+    let audit = caller.audit(
         &endpoint.site_id,
         "endpoint.created",
-        &endpoint.id,
+        endpoint.id.as_str(),
         detail,
     );
     state.store.create_endpoint(&endpoint, Some(&audit)).await?;
@@ -324,7 +322,7 @@ async fn update_endpoint(
     endpoint.updated_at = Timestamp::now();
     let mut detail = audit_detail(&endpoint);
     detail["secret_changed"] = json!(secret_changed);
-    let audit = api_audit(&caller, &site_id, "endpoint.updated", &endpoint.id, detail);
+    let audit = caller.audit(&site_id, "endpoint.updated", endpoint.id.as_str(), detail);
     if !state
         .store
         .update_endpoint(
@@ -348,13 +346,7 @@ async fn delete_endpoint(
     Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
 ) -> Result<StatusCode> {
     caller.ensure_site(&site_id)?;
-    let audit = api_audit(
-        &caller,
-        &site_id,
-        "endpoint.deleted",
-        &webhook_id,
-        json!({}),
-    );
+    let audit = caller.audit(&site_id, "endpoint.deleted", webhook_id.as_str(), json!({}));
     if state
         .store
         .delete_endpoint(&site_id, &webhook_id, Some(&audit))
@@ -375,30 +367,6 @@ pub fn audit_detail(endpoint: &Endpoint) -> Value {
         "active": endpoint.active,
         "strict_ordering": endpoint.strict_ordering,
     })
-}
-
-/// An audit entry for a change made through the API: no person, but the
-/// credential that made it.
-fn api_audit(
-    caller: &Caller,
-    site_id: &SiteId,
-    action: &str,
-    target: &EndpointId,
-    mut detail: Value,
-) -> AuditEntry {
-    detail["via"] = json!(match caller {
-        Caller::Admin => "API, admin token",
-        Caller::Site(_) => "API, site key",
-    });
-    AuditEntry {
-        id: AuditId::generate(),
-        site_id: Some(site_id.clone()),
-        actor: None,
-        action: action.into(),
-        target: Some(target.to_string()),
-        detail,
-        created_at: Timestamp::now(),
-    }
 }
 
 /// The outcome of a test send.

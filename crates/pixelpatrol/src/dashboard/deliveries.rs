@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::layout::{empty, page, when};
 use super::session::{Post, Viewer};
 use super::webhooks::load;
-use super::{DashError, audit};
+use super::{DashError, audit_entry};
 use crate::api::AppState;
 use crate::delivery::sender::Sender;
 use crate::model::{
@@ -283,23 +283,19 @@ async fn retry(
     post: Post<NoFields>,
 ) -> Result<Response, DashError> {
     let (site, endpoint) = load(&state, &post.viewer, &site_id, &webhook_id).await?;
+    let audit = audit_entry(
+        &post.viewer,
+        &site.id,
+        "delivery.retried",
+        delivery_id.as_str(),
+        serde_json::json!({"endpoint_id": endpoint.id}),
+    );
     match state
         .store
-        .retry_delivery(&endpoint.id, &delivery_id, Timestamp::now())
+        .retry_delivery(&endpoint.id, &delivery_id, Timestamp::now(), Some(&audit))
         .await?
     {
-        RetryOutcome::Queued(_) => {
-            state.deliverer.wake();
-            audit(
-                &state,
-                &post.viewer,
-                &site.id,
-                "delivery.retried",
-                delivery_id.as_str(),
-                serde_json::json!({}),
-            )
-            .await?;
-        }
+        RetryOutcome::Queued(_) => state.deliverer.wake(),
         RetryOutcome::InFlight => {
             return Err(DashError::BadRequest(
                 "An attempt of this delivery is being sent right now; try again when it has finished.".into(),
@@ -335,23 +331,20 @@ async fn recover(
     let since = Timestamp::parse_rfc3339(&post.form.since)
         .or_else(|| Timestamp::parse_rfc3339(&format!("{}:00Z", post.form.since_local)))
         .ok_or_else(|| DashError::BadRequest("Give the time to recover from.".into()))?;
-    let outcome = state
-        .store
-        .recover_deliveries(&endpoint.id, since, None, Timestamp::now())
-        .await?;
-    if outcome.requeued > 0 {
-        state.deliverer.wake();
-    }
-    let detail = serde_json::json!({"since": since, "requeued": outcome.requeued});
-    audit(
-        &state,
+    let audit = audit_entry(
         &post.viewer,
         &site.id,
         "deliveries.recovered",
         endpoint.id.as_str(),
-        detail,
-    )
-    .await?;
+        serde_json::json!({"since": since, "until": null}),
+    );
+    let outcome = state
+        .store
+        .recover_deliveries(&endpoint.id, since, None, Timestamp::now(), Some(&audit))
+        .await?;
+    if outcome.requeued > 0 {
+        state.deliverer.wake();
+    }
     Ok(Redirect::to(&format!(
         "/sites/{}/webhooks/{}/deliveries",
         site.id, endpoint.id

@@ -13,10 +13,10 @@ use serde::Deserialize;
 
 use super::layout::{empty, page, when};
 use super::session::{Post, Viewer};
-use super::{DashError, audit};
+use super::{DashError, audit_entry};
 use crate::api::AppState;
 use crate::model::{Media, MediaFilter, MediaId, MediaStatus, Role, Site, SiteId, Verdict};
-use crate::moderation::record_decision;
+use crate::moderation::{record_decision, review_detail};
 
 const PAGE_SIZE: i64 = 25;
 /// How much of a text item the queue shows.
@@ -247,6 +247,13 @@ async fn review(
     };
     let note = crate::api::validate::optional_text("note", Some(form.note.trim()), 2000)?;
     let actor = viewer.actor();
+    let audit = audit_entry(
+        &viewer,
+        &site.id,
+        "media.reviewed",
+        media.id.as_str(),
+        review_detail(&media, verdict, note.as_deref()),
+    );
     record_decision(
         state.store.as_ref(),
         &state.deliverer,
@@ -254,20 +261,10 @@ async fn review(
         verdict,
         note.as_deref(),
         Some(&actor),
+        Some(&audit),
     )
     .await?
     .ok_or(DashError::NotFound)?;
-    let detail =
-        serde_json::json!({"status": verdict.as_str(), "note": note, "was": media.status.as_str()});
-    audit(
-        &state,
-        &viewer,
-        &site.id,
-        "media.reviewed",
-        media.id.as_str(),
-        detail,
-    )
-    .await?;
     let back = form
         .back
         .as_deref()

@@ -321,11 +321,7 @@ async fn edit(
         .get_site(&site_id)
         .await?
         .ok_or(DashError::NotFound)?;
-    let before = (
-        site.name.clone(),
-        site.url.clone(),
-        site.description.clone(),
-    );
+    let before = site.clone();
     site.name = crate::api::validate::text("name", form.name.trim(), 200)?;
     site.url = Some(form.url.trim())
         .filter(|url| !url.is_empty())
@@ -334,22 +330,16 @@ async fn edit(
     site.description =
         crate::api::validate::optional_text("description", Some(form.description.trim()), 2000)?;
     site.updated_at = crate::model::Timestamp::now();
-    if !state.store.update_site(&site).await? {
-        return Err(DashError::NotFound);
-    }
-    let detail = serde_json::json!({
-        "name": site.name, "url": site.url, "description": site.description,
-        "before": {"name": before.0, "url": before.1, "description": before.2},
-    });
-    super::audit(
-        &state,
+    let audit = super::audit_entry(
         &viewer,
         &site.id,
         "site.updated",
         site.id.as_str(),
-        detail,
-    )
-    .await?;
+        crate::api::sites::audit_detail(&site, &before),
+    );
+    if !state.store.update_site(&site, Some(&audit)).await? {
+        return Err(DashError::NotFound);
+    }
     Ok(axum::response::Redirect::to(&format!("/sites/{}", site.id)).into_response())
 }
 

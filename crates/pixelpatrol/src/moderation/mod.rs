@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::model::{
-    Actor, DecideOutcome, DecisionRecord, LeaseToken, Media, ModerationJob, NewEvent, RuleGroup,
-    RuleGroupId, Site, SiteId, Timestamp,
+    Actor, AuditEntry, DecideOutcome, DecisionRecord, LeaseToken, Media, ModerationJob, NewEvent,
+    RuleGroup, RuleGroupId, Site, SiteId, Timestamp,
 };
 use crate::store::{MediaStore, ModerationStore};
 use crate::util::Heartbeat;
@@ -89,8 +89,14 @@ fn moderated_event(
     )
 }
 
+/// What the audit log says of a review: the API and the dashboard record
+/// the same.
+pub fn review_detail(media: &Media, verdict: Verdict, note: Option<&str>) -> serde_json::Value {
+    serde_json::json!({"status": verdict.as_str(), "note": note, "was": media.status.as_str()})
+}
+
 /// Stores a person's decision about `media` and emits `media.moderated`,
-/// atomically. The event carries the labels and rule outcomes of the last
+/// atomically, with its `audit` entry. The event carries the labels and rule outcomes of the last
 /// analysis, if any. `None`: the item is gone.
 pub async fn record_decision(
     store: &dyn MediaStore,
@@ -99,6 +105,7 @@ pub async fn record_decision(
     verdict: Verdict,
     note: Option<&str>,
     reviewer: Option<&Actor>,
+    audit: Option<&AuditEntry>,
 ) -> anyhow::Result<Option<Media>> {
     let decision = DecisionRecord {
         status: verdict,
@@ -115,7 +122,7 @@ pub async fn record_decision(
         (&media.ai_results.labels, &media.applied_rules),
     )?;
     match store
-        .decide_media(&media.id, &decision, &event, None)
+        .decide_media(&media.id, &decision, &event, None, audit)
         .await?
     {
         DecideOutcome::Decided(media) => {
@@ -136,7 +143,7 @@ pub async fn default_group(
         return Ok(group);
     }
     let group = template_group(site_id, true);
-    match store.create_rule_group(&group).await {
+    match store.create_rule_group(&group, None).await {
         Ok(()) => Ok(group),
         // Another worker made it first: use theirs.
         Err(error) => store.default_rule_group(site_id).await?.ok_or(error),
@@ -381,7 +388,7 @@ impl Moderator {
         record.analysis = Some((labels, decision.applied_rules, processing_ms));
         match self
             .store
-            .decide_media(&media.id, &record, &event, Some(&job))
+            .decide_media(&media.id, &record, &event, Some(&job), None)
             .await?
         {
             DecideOutcome::Decided(_) => {

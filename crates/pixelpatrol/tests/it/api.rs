@@ -17,6 +17,7 @@ both_backends!(
     the_delivery_log_filters_and_pages,
     reviews_take_only_known_statuses,
     the_admin_token_is_generated_once_when_not_configured,
+    the_apis_changes_are_audited_with_the_credential_that_made_them,
 );
 
 fn field(body: &Value) -> &str {
@@ -671,4 +672,97 @@ async fn the_admin_token_is_generated_once_when_not_configured(backend: Backend)
     assert_eq!(status, 200);
     let (status, _) = app.get("/v1/sites", ADMIN_TOKEN).await;
     assert_eq!(status, 401);
+}
+
+async fn the_apis_changes_are_audited_with_the_credential_that_made_them(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let receiver = Receiver::start().await;
+    let site = app.create_site().await;
+    let webhook = app.subscribe(&site, &receiver.url).await;
+    let (status, _) = app
+        .patch(
+            &format!("/v1/sites/{}", site.id),
+            ADMIN_TOKEN,
+            json!({"name": "Renamed forum"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let groups = format!("/v1/sites/{}/rule-groups", site.id);
+    let (status, group) = app
+        .post(&groups, &site.key, json!({"name": "Extra", "rules": []}))
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let group_path = format!("{groups}/{}", group["id"].as_str().unwrap());
+    let (status, _) = app.delete(&group_path, &site.key).await;
+    assert_eq!(status, 204);
+    let media_id = app.submit_text(&site, "hello").await;
+    app.review(&site, &media_id, "approved").await;
+    // A refused review changes nothing and logs nothing.
+    let (status, _) = app
+        .post(
+            &format!("/v1/media/{media_id}/review"),
+            &site.key,
+            json!({"status": "deleted"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let log = app
+        .wait_for_log(&site, &webhook, "limit=10", |data| {
+            data.len() == 2 && data.iter().all(|d| d["status"] == "succeeded")
+        })
+        .await;
+    let delivery_id = log[0]["id"].as_str().unwrap().to_string();
+    let webhook_path = format!("/v1/sites/{}/webhooks/{}", site.id, webhook.id);
+    let (status, _) = app
+        .post(
+            &format!("{webhook_path}/deliveries/{delivery_id}/retry"),
+            &site.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, _) = app
+        .post(
+            &format!("{webhook_path}/recover"),
+            &site.key,
+            json!({"since": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let entries = app
+        .store()
+        .await
+        .list_audit(&site.id.as_str().into(), None, 20)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = entries.iter().map(|entry| entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "deliveries.recovered",
+            "delivery.retried",
+            "media.reviewed",
+            "rule_group.deleted",
+            "rule_group.created",
+            "site.updated",
+            "endpoint.created"
+        ]
+    );
+    for entry in &entries {
+        assert!(entry.actor.is_none(), "a key names no person");
+        let via = if entry.action == "site.updated" {
+            "API, admin token"
+        } else {
+            "API, site key"
+        };
+        assert_eq!(entry.detail["via"], via, "{}", entry.action);
+    }
+    assert_eq!(entries[0].detail["requeued"], 0, "nothing was dead");
+    assert_eq!(entries[1].target.as_deref(), Some(delivery_id.as_str()));
+    assert_eq!(entries[2].detail["status"], "approved");
+    assert_eq!(entries[2].detail["was"], "pending");
+    assert_eq!(entries[4].detail["name"], "Extra");
+    assert_eq!(entries[5].detail["name"], "Renamed forum");
+    assert_ne!(entries[5].detail["before"]["name"], "Renamed forum");
 }

@@ -248,7 +248,13 @@ fn automatic(status: Verdict, at: Timestamp) -> DecisionRecord {
 async fn review(store: &DynStore, site: &Site, media_id: &MediaId, at: Timestamp) -> NewEvent {
     let moderated = event(&site.id, EventType::MediaModerated, media_id, at, at);
     let outcome = store
-        .decide_media(media_id, &manual(Verdict::Approved, at), &moderated, None)
+        .decide_media(
+            media_id,
+            &manual(Verdict::Approved, at),
+            &moderated,
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert!(matches!(outcome, DecideOutcome::Decided(_)), "{outcome:?}");
@@ -735,19 +741,19 @@ async fn a_retry_waits_for_its_time_a_dead_delivery_fails_and_a_manual_retry_req
     let in_flight = claim(&store, t(6_000)).await;
     assert_eq!(event_ids(&in_flight), vec![later.id.clone()]);
     let busy = store
-        .retry_delivery(&endpoint.id, &id, t(6_001))
+        .retry_delivery(&endpoint.id, &id, t(6_001), None)
         .await
         .unwrap();
     assert!(matches!(busy, RetryOutcome::InFlight), "{busy:?}");
     let elsewhere = store
-        .retry_delivery(&EndpointId::from("wh_elsewhere"), &id, t(6_001))
+        .retry_delivery(&EndpointId::from("wh_elsewhere"), &id, t(6_001), None)
         .await
         .unwrap();
     assert!(matches!(elsewhere, RetryOutcome::NotFound), "{elsewhere:?}");
     record(&store, &[ok(&in_flight[0], t(6_010))]).await;
 
     let RetryOutcome::Queued(queued) = store
-        .retry_delivery(&endpoint.id, &id, t(7_000))
+        .retry_delivery(&endpoint.id, &id, t(7_000), None)
         .await
         .unwrap()
     else {
@@ -1324,7 +1330,7 @@ async fn recover_requeues_dead_deliveries_in_lane_order_and_skips_lanes_in_fligh
     assert_eq!(event_ids(&in_flight), vec![two_reviewed.id.clone()]);
 
     let outcome = store
-        .recover_deliveries(&endpoint.id, T0, None, t(300))
+        .recover_deliveries(&endpoint.id, T0, None, t(300), None)
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (2, 1));
@@ -1340,7 +1346,7 @@ async fn recover_requeues_dead_deliveries_in_lane_order_and_skips_lanes_in_fligh
     // The lane is free again: asking again takes what was skipped.
     record(&store, &[ok(&in_flight[0], t(310))]).await;
     let outcome = store
-        .recover_deliveries(&endpoint.id, T0, None, t(400))
+        .recover_deliveries(&endpoint.id, T0, None, t(400), None)
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (1, 0));
@@ -1351,7 +1357,7 @@ async fn recover_requeues_dead_deliveries_in_lane_order_and_skips_lanes_in_fligh
 
     // The window's end is exclusive; what was before it is still dead.
     let outcome = store
-        .recover_deliveries(&endpoint.id, t(-20_000), Some(T0), t(500))
+        .recover_deliveries(&endpoint.id, t(-20_000), Some(T0), t(500), None)
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (1, 0));
@@ -1360,7 +1366,7 @@ async fn recover_requeues_dead_deliveries_in_lane_order_and_skips_lanes_in_fligh
         vec![before.id.clone()]
     );
     let outcome = store
-        .recover_deliveries(&endpoint.id, t(-20_000), None, t(600))
+        .recover_deliveries(&endpoint.id, t(-20_000), None, t(600), None)
         .await
         .unwrap();
     assert_eq!((outcome.requeued, outcome.skipped_in_flight), (0, 0));
@@ -1495,7 +1501,7 @@ async fn every_lookup_is_scoped_to_its_site_or_endpoint_and_deleting_a_site_casc
             .is_none()
     );
     let elsewhere = store
-        .retry_delivery(&foreign.id, &delivery_id, t(1))
+        .retry_delivery(&foreign.id, &delivery_id, t(1), None)
         .await
         .unwrap();
     assert!(matches!(elsewhere, RetryOutcome::NotFound), "{elsewhere:?}");
@@ -1649,6 +1655,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
             &automatic(Verdict::Rejected, now),
             &moderated,
             Some(&first[0]),
+            None,
         )
         .await
         .unwrap();
@@ -1671,6 +1678,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
             &automatic(Verdict::Approved, now.plus_ms(1)),
             &moderated,
             Some(&second[0]),
+            None,
         )
         .await
         .unwrap()
@@ -1718,6 +1726,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
             &automatic(Verdict::Approved, t1.plus_ms(6)),
             &moderated,
             Some(&leased[0]),
+            None,
         )
         .await
         .unwrap();
@@ -1742,6 +1751,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
             &MediaId::from("media_unknown"),
             &manual(Verdict::Approved, t1),
             &unknown,
+            None,
             None,
         )
         .await
@@ -1768,6 +1778,7 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
             &manual(Verdict::Rejected, t(1)),
             &moderated,
             None,
+            None,
         )
         .await
         .unwrap()
@@ -1791,6 +1802,7 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
             &automatic(Verdict::Approved, t(2)),
             &moderated,
             Some(&job[0]),
+            None,
         )
         .await
         .unwrap();
@@ -1810,6 +1822,7 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
             &automatic(Verdict::Approved, t(11)),
             &moderated,
             Some(&job[0]),
+            None,
         )
         .await
         .unwrap();
