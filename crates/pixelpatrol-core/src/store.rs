@@ -220,7 +220,12 @@ pub trait Settings: Send + Sync {
 #[async_trait]
 pub trait Sites: Send + Sync {
     /// Creates the site with its default rule group.
-    async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()>;
+    async fn create_site(
+        &self,
+        site: &Site,
+        default_group: &RuleGroup,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()>;
     async fn list_sites(&self) -> anyhow::Result<Vec<Site>>;
     async fn get_site(&self, id: &SiteId) -> anyhow::Result<Option<Site>>;
     async fn site_by_key_hash(&self, key_hash: &str) -> anyhow::Result<Option<Site>>;

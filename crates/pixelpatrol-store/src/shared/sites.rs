@@ -9,7 +9,12 @@ use pixelpatrol_store::rows::SiteRow;
 
 #[async_trait]
 impl Sites for BackendStore {
-    async fn create_site(&self, site: &Site, default_group: &RuleGroup) -> anyhow::Result<()> {
+    async fn create_site(
+        &self,
+        site: &Site,
+        default_group: &RuleGroup,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()> {
         let mut tx = self.write.begin().await?;
         let id = site.id.as_str();
         let created_at = site.created_at.millis();
@@ -32,6 +37,7 @@ impl Sites for BackendStore {
         .execute(&mut *tx)
         .await?;
         Self::write_rule_group(&mut tx, default_group, true).await?;
+        Self::insert_audit_if(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -172,9 +172,15 @@ async fn create_site(
         },
         state.config.dev,
     )?;
+    let audit = caller.audit(
+        &new.site.id,
+        "site.created",
+        new.site.id.as_str(),
+        serde_json::json!({"name": new.site.name}),
+    );
     state
         .store
-        .create_site(&new.site, &new.default_group)
+        .create_site(&new.site, &new.default_group, Some(&audit))
         .await?;
     // The key is shown here once; only its hash is kept.
     Ok((

@@ -269,6 +269,9 @@ async fn get_secret(
     Path((site_id, webhook_id)): Path<(SiteId, EndpointId)>,
 ) -> Result<Json<Value>> {
     let endpoint = load_endpoint(&state, &caller, &site_id, &webhook_id).await?;
+    // Logged before it is answered: no reveal goes unrecorded.
+    let audit = caller.audit(&site_id, "secret.revealed", endpoint.id.as_str(), json!({}));
+    state.store.record_audit(&audit).await?;
     Ok(Json(json!({"secret": endpoint.secret})))
 }
 

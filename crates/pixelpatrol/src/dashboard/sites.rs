@@ -172,20 +172,17 @@ async fn create(
         }
         Err(other) => return Err(other.into()),
     };
-    state
-        .store
-        .create_site(&new.site, &new.default_group)
-        .await?;
-    let detail = serde_json::json!({"name": new.site.name});
-    super::audit(
-        &state,
+    let audit = super::audit_entry(
         &viewer,
         &new.site.id,
         "site.created",
         new.site.id.as_str(),
-        detail,
-    )
-    .await?;
+        serde_json::json!({"name": new.site.name}),
+    );
+    state
+        .store
+        .create_site(&new.site, &new.default_group, Some(&audit))
+        .await?;
     let site_path = format!("/sites/{}", new.site.id);
     Ok(page(
         &viewer,

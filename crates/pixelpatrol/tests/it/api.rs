@@ -721,6 +721,9 @@ async fn the_apis_changes_are_audited_with_the_credential_that_made_them(backend
         )
         .await;
     assert_eq!(status, 202);
+    let (status, secret) = app.get(&format!("{webhook_path}/secret"), &site.key).await;
+    assert_eq!(status, 200);
+    assert_eq!(secret["secret"].as_str(), Some(webhook.secret.as_str()));
     let (status, _) = app
         .post(
             &format!("{webhook_path}/recover"),
@@ -741,17 +744,19 @@ async fn the_apis_changes_are_audited_with_the_credential_that_made_them(backend
         actions,
         [
             "deliveries.recovered",
+            "secret.revealed",
             "delivery.retried",
             "media.reviewed",
             "rule_group.deleted",
             "rule_group.created",
             "site.updated",
-            "endpoint.created"
+            "endpoint.created",
+            "site.created"
         ]
     );
     for entry in &entries {
         assert!(entry.actor.is_none(), "a key names no person");
-        let via = if entry.action == "site.updated" {
+        let via = if entry.action.starts_with("site.") {
             "API, admin token"
         } else {
             "API, site key"
@@ -759,10 +764,11 @@ async fn the_apis_changes_are_audited_with_the_credential_that_made_them(backend
         assert_eq!(entry.detail["via"], via, "{}", entry.action);
     }
     assert_eq!(entries[0].detail["requeued"], 0, "nothing was dead");
-    assert_eq!(entries[1].target.as_deref(), Some(delivery_id.as_str()));
-    assert_eq!(entries[2].detail["status"], "approved");
-    assert_eq!(entries[2].detail["was"], "pending");
-    assert_eq!(entries[4].detail["name"], "Extra");
-    assert_eq!(entries[5].detail["name"], "Renamed forum");
-    assert_ne!(entries[5].detail["before"]["name"], "Renamed forum");
+    assert_eq!(entries[1].target.as_deref(), Some(webhook.id.as_str()));
+    assert_eq!(entries[2].target.as_deref(), Some(delivery_id.as_str()));
+    assert_eq!(entries[3].detail["status"], "approved");
+    assert_eq!(entries[3].detail["was"], "pending");
+    assert_eq!(entries[5].detail["name"], "Extra");
+    assert_eq!(entries[6].detail["name"], "Renamed forum");
+    assert_ne!(entries[6].detail["before"]["name"], "Renamed forum");
 }

@@ -880,7 +880,12 @@ async fn a_disabled_endpoint_is_re_enabled_from_its_page(backend: Backend) {
     let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["endpoint.enabled", "endpoint.updated", "endpoint.created"]
+        [
+            "endpoint.enabled",
+            "endpoint.updated",
+            "endpoint.created",
+            "site.created"
+        ]
     );
     assert_eq!(log[1].detail["via"], "API, site key");
     assert_eq!(log[1].detail["active"], false);

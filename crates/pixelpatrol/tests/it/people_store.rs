@@ -23,6 +23,7 @@ both_backends!(
     a_site_keeps_an_owner_even_when_two_step_down_at_once,
     an_invitation_dies_with_its_senders_right_to_give_it,
     the_review_count_covers_a_persons_own_sites,
+    an_audit_entry_commits_only_with_its_change,
     failed_sign_ins_back_off_per_key_and_a_success_forgets_them,
     an_invitation_is_used_once_and_never_after_it_expires,
     an_invitation_for_an_existing_account_keeps_its_password,
@@ -66,7 +67,7 @@ async fn site(store: &DynStore, name: &str) -> Site {
         created_at: T0,
         updated_at: T0,
     };
-    store.create_site(&site, &group).await.unwrap();
+    store.create_site(&site, &group, None).await.unwrap();
     site
 }
 
@@ -767,6 +768,65 @@ async fn the_review_count_covers_a_persons_own_sites(backend: Backend) {
         [(alpha.id.clone(), 2)],
         "but the one left out"
     );
+}
+
+async fn an_audit_entry_commits_only_with_its_change(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let alpha = site(&store, "Alpha").await;
+    let entry = |action: &str| audit(Some(&alpha), None, action, t(1));
+    let logged = || async { store.list_audit(&alpha.id, None, 100).await.unwrap().len() };
+
+    // Changes that do not happen write no entry.
+    let missing = Site {
+        id: SiteId::generate(),
+        ..alpha.clone()
+    };
+    assert!(
+        !store
+            .update_site(&missing, Some(&entry("site.updated")))
+            .await
+            .unwrap()
+    );
+    let default_group = store.default_rule_group(&alpha.id).await.unwrap().unwrap();
+    assert!(
+        !store
+            .delete_rule_group(
+                &alpha.id,
+                &default_group.id,
+                Some(&entry("rule_group.deleted"))
+            )
+            .await
+            .unwrap(),
+        "the default group stays"
+    );
+    assert!(matches!(
+        store
+            .retry_delivery(
+                &pixelpatrol::model::EndpointId::from("wh_none"),
+                &pixelpatrol::model::DeliveryId::from("dlv_none"),
+                t(1),
+                Some(&entry("delivery.retried")),
+            )
+            .await
+            .unwrap(),
+        pixelpatrol::model::RetryOutcome::NotFound
+    ));
+    assert_eq!(logged().await, 0);
+
+    // One that does, writes its entry with it.
+    let renamed = Site {
+        name: "Alpha renamed".into(),
+        ..alpha.clone()
+    };
+    assert!(
+        store
+            .update_site(&renamed, Some(&entry("site.updated")))
+            .await
+            .unwrap()
+    );
+    let written = store.list_audit(&alpha.id, None, 100).await.unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].action, "site.updated");
 }
 
 async fn failed_sign_ins_back_off_per_key_and_a_success_forgets_them(backend: Backend) {

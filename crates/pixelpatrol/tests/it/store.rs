@@ -102,7 +102,7 @@ async fn site(store: &DynStore) -> Site {
         created_at: T0,
         updated_at: T0,
     };
-    store.create_site(&site, &group).await.unwrap();
+    store.create_site(&site, &group, None).await.unwrap();
     site
 }
 
