@@ -349,7 +349,12 @@ pub trait MediaStore: Send + Sync {
 pub trait ModerationQueue: Send + Sync {
     /// Queues (or re-queues) analysis of an item; a lease held on it is
     /// voided, so the running analysis's result is dropped.
-    async fn enqueue_moderation(&self, media_id: &MediaId, now: Timestamp) -> anyhow::Result<()>;
+    async fn enqueue_moderation(
+        &self,
+        media_id: &MediaId,
+        now: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()>;
     /// Leases up to `limit` due moderation jobs.
     async fn claim_moderation_jobs(
         &self,

@@ -6,13 +6,19 @@ use async_trait::async_trait;
 use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
-use pixelpatrol_core::model::{LeaseToken, Media, MediaId, ModerationJob, Timestamp};
+use pixelpatrol_core::model::{AuditEntry, LeaseToken, Media, MediaId, ModerationJob, Timestamp};
 use pixelpatrol_core::store::ModerationQueue;
 use pixelpatrol_store::rows::{MEDIA_COLUMNS, MediaRow};
 
 #[async_trait]
 impl ModerationQueue for BackendStore {
-    async fn enqueue_moderation(&self, media_id: &MediaId, now: Timestamp) -> anyhow::Result<()> {
+    async fn enqueue_moderation(
+        &self,
+        media_id: &MediaId,
+        now: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write.begin().await?;
         let media_id = media_id.as_str();
         let now = now.millis();
         sqlx::query!(
@@ -22,8 +28,10 @@ impl ModerationQueue for BackendStore {
             media_id,
             now
         )
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        Self::insert_audit_if(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 

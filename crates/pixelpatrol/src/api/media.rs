@@ -15,8 +15,8 @@ use crate::api::AppState;
 use crate::api::auth::{Caller, authenticate};
 use crate::api::error::{AppError, Result};
 use crate::model::{
-    Actor, AiLabels, DecidedBy, Media, MediaFilter, MediaId, MediaStatus, NewEvent, RuleGroupId,
-    RuleOutcome, SiteId, Timestamp,
+    Actor, AiLabels, AuditEntry, DecidedBy, Media, MediaFilter, MediaId, MediaStatus, NewEvent,
+    RuleGroupId, RuleOutcome, SiteId, Timestamp,
 };
 use crate::moderation::{self, Verdict};
 
@@ -312,15 +312,10 @@ async fn review_media(
     Ok(Json(MediaOut::from(&decided)))
 }
 
-/// Runs analysis and the rules again; a new `media.moderated` follows. The
-/// status stays as it is until then. A person's decision is final: items
-/// reviewed by hand are not re-moderated.
-async fn remoderate_media(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(media_id): Path<MediaId>,
-) -> Result<(StatusCode, Json<QueuedOut>)> {
-    let media = load_media(&state, &caller, &media_id).await?;
+/// Queues analysis and the rules again for `media` (the API and the
+/// dashboard): refused for an item a person decided, or when automatic
+/// moderation is off.
+pub async fn queue_remoderation(state: &AppState, media: &Media, audit: &AuditEntry) -> Result<()> {
     if media.decided_by == Some(moderation::DecidedBy::Person) {
         return Err(AppError::Conflict(
             "this item was reviewed by a person; their decision stands (review it again to change it)".into(),
@@ -333,9 +328,28 @@ async fn remoderate_media(
     }
     state
         .store
-        .enqueue_moderation(&media.id, Timestamp::now())
+        .enqueue_moderation(&media.id, Timestamp::now(), Some(audit))
         .await?;
     state.moderator.wake();
+    Ok(())
+}
+
+/// Runs analysis and the rules again; a new `media.moderated` follows. The
+/// status stays as it is until then. A person's decision is final: items
+/// reviewed by hand are not re-moderated.
+async fn remoderate_media(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(media_id): Path<MediaId>,
+) -> Result<(StatusCode, Json<QueuedOut>)> {
+    let media = load_media(&state, &caller, &media_id).await?;
+    let audit = caller.audit(
+        &media.site_id,
+        "media.remoderated",
+        media.id.as_str(),
+        serde_json::json!({"was": media.status.as_str()}),
+    );
+    queue_remoderation(&state, &media, &audit).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(QueuedOut {

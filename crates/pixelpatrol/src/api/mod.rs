@@ -6,7 +6,7 @@ mod deliveries;
 pub mod error;
 mod events;
 mod health;
-mod media;
+pub mod media;
 pub mod ops;
 mod query;
 mod rule_groups;

@@ -85,7 +85,7 @@ struct CreateSite {
     external_analyzer_url: Option<String>,
 }
 
-fn threshold(value: f64) -> Result<f64> {
+pub fn threshold(value: f64) -> Result<f64> {
     if value.is_finite() && value > 0.0 && value <= 1.0 {
         Ok(value)
     } else {

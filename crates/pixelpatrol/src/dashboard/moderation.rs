@@ -15,7 +15,9 @@ use super::layout::{empty, page, when};
 use super::session::{Post, Viewer};
 use super::{DashError, audit_entry};
 use crate::api::AppState;
-use crate::model::{Media, MediaFilter, MediaId, MediaStatus, Role, Site, SiteId, Verdict};
+use crate::model::{
+    DecidedBy, Media, MediaFilter, MediaId, MediaStatus, Role, Site, SiteId, Verdict,
+};
 use crate::moderation::{record_decision, review_detail};
 
 const PAGE_SIZE: i64 = 25;
@@ -32,6 +34,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/sites/{site_id}/moderation/{media_id}/thumbnail",
             get(thumbnail),
+        )
+        .route(
+            "/sites/{site_id}/moderation/{media_id}/remoderate",
+            post(remoderate),
         )
 }
 
@@ -140,8 +146,23 @@ fn analysis(media: &Media) -> Markup {
     }
 }
 
-fn item(viewer: &Viewer, site: &Site, media: &Media, status_filter: MediaStatus) -> Markup {
-    let decidable = matches!(media.status, MediaStatus::Flagged | MediaStatus::Pending);
+/// One item of the queue with its decisions: `Approve` and `Reject` on a
+/// flagged or pending item, the other verdict on a decided one (a person
+/// may overturn an automatic or an earlier decision), and `Analyse again`
+/// where automatic moderation may decide it anew.
+fn item(
+    viewer: &Viewer,
+    site: &Site,
+    media: &Media,
+    status_filter: MediaStatus,
+    auto_moderation: bool,
+) -> Markup {
+    let (approve, reject) = match media.status {
+        MediaStatus::Approved => (false, true),
+        MediaStatus::Rejected => (true, false),
+        MediaStatus::Flagged | MediaStatus::Pending => (true, true),
+    };
+    let analysable = auto_moderation && media.decided_by != Some(DecidedBy::Person);
     let note_id = format!("note-{}", media.id);
     html! {
         article.item aria-label=(format!("Item {}", media.id)) {
@@ -156,15 +177,16 @@ fn item(viewer: &Viewer, site: &Site, media: &Media, status_filter: MediaStatus)
                 p.muted { "Reviewed by " (reviewer.email) @if let Some(at) = media.moderated_at { ", " (when(at)) }
                     @if let Some(note) = &media.review_note { ": “" (note) "”" } }
             }
-            @if decidable {
-                form.review method="post" action=(format!("/sites/{}/moderation/{}/review", site.id, media.id)) {
-                    input type="hidden" name="csrf" value=(viewer.session.csrf_token);
-                    input type="hidden" name="back" value=(status_filter.as_str());
-                    label for=(note_id) { "Note (optional)" }
-                    input id=(note_id) name="note" maxlength="2000";
-                    div.actions {
-                        button.primary type="submit" name="decision" value="approved" { "Approve" }
-                        button.danger type="submit" name="decision" value="rejected" { "Reject" }
+            form.review method="post" action=(format!("/sites/{}/moderation/{}/review", site.id, media.id)) {
+                input type="hidden" name="csrf" value=(viewer.session.csrf_token);
+                input type="hidden" name="back" value=(status_filter.as_str());
+                label for=(note_id) { "Note (optional)" }
+                input id=(note_id) name="note" maxlength="2000";
+                div.actions {
+                    @if approve { button.primary type="submit" name="decision" value="approved" { "Approve" } }
+                    @if reject { button.danger type="submit" name="decision" value="rejected" { "Reject" } }
+                    @if analysable {
+                        button type="submit" formaction=(format!("/sites/{}/moderation/{}/remoderate", site.id, media.id)) { "Analyse again" }
                     }
                 }
             }
@@ -215,7 +237,7 @@ async fn queue(
                     _ => "No items with this status yet.",
                 }))
             } @else {
-                @for media in &items { (item(&viewer, &site, media, status)) }
+                @for media in &items { (item(&viewer, &site, media, status, state.config.auto_moderation)) }
                 @if let Some(next) = next {
                     p { a href=(format!("{base}?status={}&cursor={next}", status.as_str())) { "Older items" } }
                 }
@@ -265,6 +287,42 @@ async fn review(
     )
     .await?
     .ok_or(DashError::NotFound)?;
+    let back = form
+        .back
+        .as_deref()
+        .and_then(MediaStatus::parse)
+        .unwrap_or(MediaStatus::Flagged);
+    Ok(Redirect::to(&format!(
+        "/sites/{}/moderation?status={}",
+        site.id,
+        back.as_str()
+    ))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct BackTo {
+    #[serde(default)]
+    back: Option<String>,
+}
+
+/// Queues the item's analysis and rules again (as the API's `remoderate`);
+/// its new decision follows as a `media.moderated`.
+async fn remoderate(
+    State(state): State<AppState>,
+    Path((site_id, media_id)): Path<(SiteId, MediaId)>,
+    post: Post<BackTo>,
+) -> Result<Response, DashError> {
+    let Post { viewer, form } = post;
+    let (site, media) = site_media(&state, &viewer, &site_id, &media_id).await?;
+    let audit = audit_entry(
+        &viewer,
+        &site.id,
+        "media.remoderated",
+        media.id.as_str(),
+        serde_json::json!({"was": media.status.as_str()}),
+    );
+    crate::api::media::queue_remoderation(&state, &media, &audit).await?;
     let back = form
         .back
         .as_deref()

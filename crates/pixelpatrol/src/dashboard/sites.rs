@@ -64,6 +64,9 @@ struct NewSiteForm {
     url: String,
     #[serde(default)]
     description: String,
+    /// Only in the settings form; empty keeps what is stored.
+    #[serde(default)]
+    confidence_threshold: String,
 }
 
 /// The `New site` form, with what was typed and the error of its field.
@@ -285,6 +288,10 @@ fn settings(viewer: &Viewer, site: &Site) -> Markup {
                 input #edit-url name="url" type="url" value=(site.url.as_deref().unwrap_or(""));
                 label for="edit-description" { "Description" }
                 textarea #edit-description name="description" rows="2" maxlength="2000" { (site.description.as_deref().unwrap_or("")) }
+                label for="edit-threshold" { "Confidence threshold" }
+                input #edit-threshold name="confidence_threshold" type="number" min="0.01" max="1" step="0.01"
+                    value=(site.confidence_threshold) aria-describedby="edit-threshold-hint";
+                p.hint #edit-threshold-hint { "A rule without its own threshold fails when its label scores at least this (0.01 to 1)." }
                 button.primary type="submit" { "Save settings" }
             }
             @if viewer.user.is_admin {
@@ -326,6 +333,15 @@ async fn edit(
         .transpose()?;
     site.description =
         crate::api::validate::optional_text("description", Some(form.description.trim()), 2000)?;
+    let threshold = form.confidence_threshold.trim();
+    if !threshold.is_empty() {
+        let value = threshold.parse::<f64>().map_err(|_| {
+            DashError::BadRequest(
+                "The confidence threshold is a number above 0 and at most 1.".into(),
+            )
+        })?;
+        site.confidence_threshold = crate::api::sites::threshold(value)?;
+    }
     site.updated_at = crate::model::Timestamp::now();
     let audit = super::audit_entry(
         &viewer,

@@ -239,6 +239,11 @@ try {
   await page.getByRole("link", { name: "approved" }).click();
   const decided = page.getByRole("article", { name: `Item ${mediaId}` });
   await decided.getByText("Reviewed by mod@example.com").waitFor();
+  // A decided item can be overturned (the other verdict only); a person's
+  // decision is not analysed again.
+  expect((await decided.getByRole("button", { name: "Reject" }).count()) === 1, "Reject on an approved item");
+  expect((await decided.getByRole("button", { name: "Approve" }).count()) === 0, "no Approve on an approved item");
+  expect((await decided.getByRole("button", { name: "Analyse again" }).count()) === 0, "a person's decision stands");
   // The webhook settings and the secret are not for a moderator: 403.
   const settings = await page.goto(`${base}${endpointPath}`);
   expect(settings.status() === 403, `a moderator gets 403 on the endpoint, got ${settings.status()}`);

@@ -25,6 +25,7 @@ both_backends!(
     owners_edit_their_site_and_only_operators_delete_one,
     sign_in_returns_only_to_this_server_and_no_page_reaches_the_operators_own_site,
     outside_dev_cookies_are_host_only_and_a_session_ends_at_its_lifetime,
+    a_moderator_overturns_an_automatic_decision_or_has_it_analysed_again,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -973,8 +974,11 @@ async fn an_endpoint_is_edited_with_the_api_checks_and_keeps_its_secret_unless_g
         .list_audit(&site.id.as_str().into(), None, 5)
         .await
         .unwrap();
-    assert_eq!(log[0].action, "endpoint.updated");
-    assert_eq!(log[0].detail["secret_changed"], false);
+    // The API's read of the secret just now is logged too.
+    assert_eq!(log[0].action, "secret.revealed");
+    assert_eq!(log[0].detail["via"], "API, site key");
+    assert_eq!(log[1].action, "endpoint.updated");
+    assert_eq!(log[1].detail["secret_changed"], false);
 }
 
 async fn the_queue_shows_images_through_the_servers_own_small_preview(backend: Backend) {
@@ -1099,6 +1103,17 @@ async fn owners_edit_their_site_and_only_operators_delete_one(backend: Backend) 
     .await
     .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    for threshold in ["1.5", "0", "much"] {
+        let bad = post(
+            cookie.clone(),
+            csrf.clone(),
+            edit.clone(),
+            vec![("name", "Renamed"), ("confidence_threshold", threshold)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{threshold}");
+    }
     let saved = post(
         cookie.clone(),
         csrf.clone(),
@@ -1107,6 +1122,7 @@ async fn owners_edit_their_site_and_only_operators_delete_one(backend: Backend) 
             ("name", "Renamed"),
             ("url", "https://renamed.example.com"),
             ("description", "New words"),
+            ("confidence_threshold", "0.6"),
         ],
     )
     .await
@@ -1118,6 +1134,7 @@ async fn owners_edit_their_site_and_only_operators_delete_one(backend: Backend) 
     assert_eq!(shown["name"], "Renamed");
     assert_eq!(shown["url"], "https://renamed.example.com/");
     assert_eq!(shown["description"], "New words");
+    assert_eq!(shown["confidence_threshold"], 0.6);
     let refused = post(cookie, csrf, delete.clone(), vec![("confirm", "yes")])
         .await
         .unwrap();
@@ -1297,5 +1314,90 @@ async fn outside_dev_cookies_are_host_only_and_a_session_ends_at_its_lifetime(ba
             .to_str()
             .unwrap()
             .starts_with("/sign-in")
+    );
+}
+
+async fn a_moderator_overturns_an_automatic_decision_or_has_it_analysed_again(backend: Backend) {
+    let app = spawn_app_with(backend, |config| config.auto_moderation = true).await;
+    let site = app.create_site().await;
+    let store = app.store().await;
+    let site_id: pixelpatrol::model::SiteId = site.id.as_str().into();
+    member(&store, &site_id, "mod@example.com", Role::Moderator).await;
+    let media_id = app.submit_text(&site, "What a lovely afternoon").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, media) = app.get(&format!("/v1/media/{media_id}"), &site.key).await;
+        if media["status"] == "approved" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never decided: {media}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cookie, csrf) = sign_in(&app, "mod@example.com", PASSWORD).await.unwrap();
+    let http = browserless();
+    let approved = http
+        .get(format!(
+            "{}/sites/{}/moderation?status=approved",
+            app.address, site.id
+        ))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(approved.contains("What a lovely afternoon"));
+    assert!(approved.contains(">Reject<") && !approved.contains(">Approve<"));
+    assert!(approved.contains(">Analyse again<"));
+
+    let item = format!("{}/sites/{}/moderation/{media_id}", app.address, site.id);
+    let again = http
+        .post(format!("{item}/remoderate"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str()), ("back", "approved")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    let overturned = http
+        .post(format!("{item}/review"))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("decision", "rejected"),
+            ("note", "sarcasm"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overturned.status(), StatusCode::SEE_OTHER);
+    let (_, media) = app.get(&format!("/v1/media/{media_id}"), &site.key).await;
+    assert_eq!(media["status"], "rejected");
+    assert_eq!(media["decided_by"], "person");
+    // A person's decision stands: it is not analysed again.
+    let refused = http
+        .post(format!("{item}/remoderate"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(refused.text().await.unwrap().contains("decision stands"));
+    let actions: Vec<String> = store
+        .list_audit(&site_id, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.action)
+        .collect();
+    assert_eq!(
+        &actions[..2],
+        ["media.reviewed", "media.remoderated"],
+        "the refused request left no entry"
     );
 }

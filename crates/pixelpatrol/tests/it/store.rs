@@ -1710,7 +1710,7 @@ async fn a_moderation_job_is_leased_once_and_only_its_lease_holder_decides(backe
         .unwrap();
     assert_eq!(leased.len(), 1);
     store
-        .enqueue_moderation(&media_of(&again), t1.plus_ms(5))
+        .enqueue_moderation(&media_of(&again), t1.plus_ms(5), None)
         .await
         .unwrap();
     let moderated = event(
@@ -1809,7 +1809,10 @@ async fn a_manual_decision_is_never_replaced_by_an_automatic_one(backend: Backen
     assert!(matches!(outcome, DecideOutcome::LeaseLost), "{outcome:?}");
 
     // Analysis queued again after it: its result is not stored, its job is done.
-    store.enqueue_moderation(&media_id, t(10)).await.unwrap();
+    store
+        .enqueue_moderation(&media_id, t(10), None)
+        .await
+        .unwrap();
     let job = store
         .claim_moderation_jobs(&LeaseToken::from("mod_second"), t(10), t(10 + LEASE), 10)
         .await
