@@ -34,12 +34,36 @@ use crate::model::{
 pub type DynStore = Arc<dyn Store>;
 
 /// What the delivery worker asks of the store: claim, record and give back
-/// deliveries, fold endpoint health, and the periodic upkeep.
-pub trait DeliveryStore: Outbox + EndpointHealth + Retention + Maintenance + Settings {}
+/// deliveries, fold endpoint health, the periodic upkeep, and word of work
+/// committed by other processes.
+pub trait DeliveryStore:
+    Outbox + EndpointHealth + Retention + Maintenance + Settings + WorkSignals
+{
+}
 
 impl<T> DeliveryStore for T where
-    T: Outbox + EndpointHealth + Retention + Maintenance + Settings + ?Sized
+    T: Outbox + EndpointHealth + Retention + Maintenance + Settings + WorkSignals + ?Sized
 {
+}
+
+/// How processes sharing one database tell each other that deliveries were
+/// committed, so that a worker in another process sends them at once rather
+/// than at its next poll. Best effort by design: a lost signal costs at most
+/// a poll interval, never a delivery (the outbox is the truth).
+#[async_trait]
+pub trait WorkSignals: Send + Sync {
+    /// Tells the other processes that work was committed; `sender` is this
+    /// process's id, by which it knows its own signals.
+    async fn announce_work(&self, sender: &str) -> anyhow::Result<()>;
+    /// Calls `on_work` whenever another process announces work, and after
+    /// the signal connection was lost and came back (signals may have been
+    /// missed meanwhile). Runs until an error; where one process owns the
+    /// database (SQLite) there is nobody to hear and it returns at once.
+    async fn listen_for_work(
+        &self,
+        me: &str,
+        on_work: Box<dyn Fn() + Send + Sync>,
+    ) -> anyhow::Result<()>;
 }
 
 /// What the moderation worker asks of the store: the site and its rules,
@@ -459,7 +483,7 @@ pub trait DeliveryLog: Send + Sync {
         since: Timestamp,
         until: Option<Timestamp>,
         now: Timestamp,
-        // Written with `requeued` added to its detail.
+        // Written (with `requeued` added to its detail) when any was.
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<RecoverOutcome>;
     /// New deliveries of an existing event to the site's subscribed active

@@ -10,6 +10,7 @@
 mod claim;
 mod locks;
 mod maintenance;
+mod signals;
 
 #[path = "../../pixelpatrol-store/src/shared/audit.rs"]
 mod audit;
@@ -70,6 +71,8 @@ pub struct PostgresStore {
     write: PgPool,
     read: PgPool,
     media_batcher: MediaBatcher,
+    /// Where the work-signal listener connects (`signals.rs`).
+    url: Arc<str>,
 }
 
 impl PostgresStore {
@@ -106,6 +109,7 @@ impl PostgresStore {
             write: pool.clone(),
             read: pool,
             media_batcher,
+            url: url.into(),
         })
     }
 }

@@ -11,6 +11,7 @@
 mod claim;
 mod locks;
 mod maintenance;
+mod signals;
 mod wal;
 
 #[path = "../../pixelpatrol-store/src/shared/audit.rs"]

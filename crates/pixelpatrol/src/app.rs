@@ -38,6 +38,12 @@ pub async fn run(
         configure_alerts(&store, &config).await?;
     }
     let deliverer = Deliverer::new(store.clone(), &config)?;
+    // Other processes on the database hear of what this one commits, and
+    // this one's worker of theirs.
+    tokio::spawn(deliverer.clone().announce_work(shutdown.clone()));
+    if config.runs_worker() {
+        tokio::spawn(deliverer.clone().listen_for_work(shutdown.clone()));
+    }
     let worker = config.runs_worker().then(|| {
         let worker = Worker::new(deliverer.clone(), &config);
         tokio::spawn(worker.run(shutdown.clone()))

@@ -144,7 +144,9 @@ pub enum DecidedBy {
 impl DecidedBy {
     pub fn parse(text: &str) -> Option<Self> {
         match text {
-            "person" => Some(DecidedBy::Person),
+            // `manual` is what earlier versions wrote (and a process of an
+            // earlier version may still write during a rolling upgrade).
+            "person" | "manual" => Some(DecidedBy::Person),
             "automatic" => Some(DecidedBy::Automatic),
             _ => None,
         }

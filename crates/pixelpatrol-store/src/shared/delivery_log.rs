@@ -215,7 +215,7 @@ impl DeliveryLog for BackendStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if let Some(audit) = audit {
+        if let (true, Some(audit)) = (requeued > 0, audit) {
             // The entry records what the recovery did.
             let mut entry = audit.clone();
             entry.detail["requeued"] = requeued.into();

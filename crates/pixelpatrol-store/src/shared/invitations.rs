@@ -7,7 +7,7 @@ use pixelpatrol_core::model::{
 };
 use pixelpatrol_core::store::Invitations;
 
-use super::{BackendStore, Db};
+use super::{BackendStore, Db, locks};
 
 #[derive(Debug)]
 struct InvitationRow {
@@ -76,6 +76,11 @@ impl BackendStore {
         };
         let inviter = inviter.as_str();
         let site = invitation.site_id.as_ref().map(SiteId::as_str);
+        if let Some(site) = site {
+            // The sender's role cannot change between this check and the
+            // commit (member changes of the site wait for this one).
+            locks::lock_site_members(tx, site).await?;
+        }
         let may = sqlx::query_scalar!(
             r#"SELECT (u.is_admin OR EXISTS (
                  SELECT 1 FROM site_members m

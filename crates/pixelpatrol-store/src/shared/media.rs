@@ -267,7 +267,7 @@ impl MediaStore for BackendStore {
              moderated_at = $4, updated_at = $4, ai_labels = COALESCE($5, ai_labels), \
              applied_rules = COALESCE($6, applied_rules), processing_ms = COALESCE($7, processing_ms), \
              reviewer_id = $10, reviewer_email = $11 \
-             WHERE id = $8 AND ($9 OR decided_by IS NULL OR decided_by <> 'person') \
+             WHERE id = $8 AND ($9 OR decided_by IS NULL OR decided_by NOT IN ('person', 'manual')) \
              RETURNING id, site_id, app_media_id, content_type, content_url, body, metadata, status, \
              review_note, decided_by, reviewer_id, reviewer_email, rule_group_id, ai_labels, \
              applied_rules, processing_ms, created_at, updated_at, moderated_at",

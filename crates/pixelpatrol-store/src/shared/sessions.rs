@@ -93,6 +93,10 @@ impl Sessions for BackendStore {
                 .plus_ms(idle_ms)
                 .min(session.created_at.plus_ms(lifetime_ms))
                 .millis();
+            if expires_at <= now_ms {
+                // Past its lifetime (a session older than the setting).
+                return Ok(None);
+            }
             // Only a live session moves on: one signed out meanwhile stays out.
             let touched = sqlx::query!(
                 "UPDATE sessions SET last_seen_at = $2, expires_at = $3 \

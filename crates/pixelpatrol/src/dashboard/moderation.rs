@@ -162,7 +162,11 @@ fn item(
         MediaStatus::Rejected => (true, false),
         MediaStatus::Flagged | MediaStatus::Pending => (true, true),
     };
-    let analysable = auto_moderation && media.decided_by != Some(DecidedBy::Person);
+    // A pending item is being analysed already (asking again would only
+    // restart it).
+    let analysable = auto_moderation
+        && media.status != MediaStatus::Pending
+        && media.decided_by != Some(DecidedBy::Person);
     let note_id = format!("note-{}", media.id);
     html! {
         article.item aria-label=(format!("Item {}", media.id)) {

@@ -289,7 +289,7 @@ fn settings(viewer: &Viewer, site: &Site) -> Markup {
                 label for="edit-description" { "Description" }
                 textarea #edit-description name="description" rows="2" maxlength="2000" { (site.description.as_deref().unwrap_or("")) }
                 label for="edit-threshold" { "Confidence threshold" }
-                input #edit-threshold name="confidence_threshold" type="number" min="0.01" max="1" step="0.01"
+                input #edit-threshold name="confidence_threshold" type="number" min="0.01" max="1" step="any"
                     value=(site.confidence_threshold) aria-describedby="edit-threshold-hint";
                 p.hint #edit-threshold-hint { "A rule without its own threshold fails when its label scores at least this (0.01 to 1)." }
                 button.primary type="submit" { "Save settings" }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::alerts::ALERT_ENDPOINT_ID;
 use crate::config::Config;
@@ -41,6 +42,9 @@ use crate::util::Heartbeat;
 use sender::{AttemptOutcome, Sender};
 pub use worker::Worker;
 
+/// The least time between two signals to the other processes.
+const ANNOUNCE_GAP: Duration = Duration::from_millis(2);
+
 /// What the API needs from delivery: waking the worker when new work was
 /// committed, and sending a delivery right now (the endpoint test).
 pub struct Deliverer {
@@ -49,6 +53,11 @@ pub struct Deliverer {
     schedule: RetrySchedule,
     lease: Duration,
     wake: Notify,
+    /// Work was committed here: the other processes on the database are to
+    /// hear of it ([`Self::announce_work`]).
+    announce: Notify,
+    /// This process's id in those signals, by which it ignores its own.
+    process_id: String,
     health: HealthPolicy,
     per_endpoint_metrics: bool,
     maintenance_interval: Duration,
@@ -72,6 +81,8 @@ impl Deliverer {
             schedule,
             lease: config.lease_duration(),
             wake: Notify::new(),
+            announce: Notify::new(),
+            process_id: crate::util::random_token("proc_", 16),
             health: HealthPolicy {
                 failing_after: config.failing_after.max(1),
                 alert_endpoint_id: config
@@ -103,9 +114,62 @@ impl Deliverer {
         self.heartbeat.alive(now, self.maintenance_interval)
     }
 
-    /// Tells the worker that deliveries may be due now.
+    /// Tells the worker that deliveries were committed and may be due now,
+    /// and the workers of the other processes on the database too.
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.announce.notify_one();
+    }
+
+    /// Wakes this process's worker only (its own bookkeeping freed work it
+    /// will claim itself).
+    fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Passes this process's wake-ups on to the other processes on the
+    /// database, until shutdown. Wake-ups coalesce: at most one signal per
+    /// [`ANNOUNCE_GAP`], however many commits (a busy API commits thousands
+    /// a second; one signal each would cost the database more than the
+    /// poll it saves).
+    pub async fn announce_work(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.announce.notified() => {}
+            }
+            if let Err(error) = self.store.announce_work(&self.process_id).await {
+                tracing::warn!(error = %format!("{error:#}"), "could not signal the other processes");
+            }
+            tokio::time::sleep(ANNOUNCE_GAP).await;
+        }
+    }
+
+    /// Wakes this process's worker when another process on the database
+    /// commits work, until shutdown; the signal connection is opened again
+    /// when it fails (polling covers the gap).
+    pub async fn listen_for_work(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let deliverer = self.clone();
+            let listening = self
+                .store
+                .listen_for_work(&self.process_id, Box::new(move || deliverer.wake_worker()));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ended = listening => match ended {
+                    // Nothing to listen to (one process owns the database).
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(
+                        error = %format!("{error:#}"),
+                        "lost the signals of the other processes; polling until they are back"
+                    ),
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => self.wake_worker(),
+            }
+        }
     }
 
     /// When a delivery of an event created at `now` is first due.

@@ -52,7 +52,7 @@ pub(super) async fn write_records(
         write_batch(&deliverer, &records, &mut batch).await;
         unfolded = true;
         batch.clear();
-        deliverer.wake();
+        deliverer.wake_worker();
         if gone || tokio::time::Instant::now() >= next_flush {
             unfolded = !deliverer.flush_health().await;
             next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    ADMIN_TOKEN, Backend, Received, Receiver, Reply, TestApp, TestSite, TestWebhook, spawn_app_with,
+    ADMIN_TOKEN, Backend, Received, Receiver, Reply, TestApp, TestSite, TestWebhook, spawn_app_on,
+    spawn_app_with,
 };
 use axum::http::StatusCode;
 use pixelpatrol_webhooks::{Verifier, WebhookHeaders};
@@ -30,6 +31,11 @@ mod postgres_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readyz_fails_when_the_database_is_unreachable() {
         super::readyz_fails_when_the_database_is_unreachable().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_hears_at_once_of_work_another_process_commits() {
+        super::a_worker_hears_at_once_of_work_another_process_commits().await
     }
 }
 
@@ -714,4 +720,76 @@ async fn readyz_fails_when_the_database_is_unreachable() {
         .execute(&mut admin)
         .await
         .unwrap();
+}
+
+/// Two processes on one PostgreSQL database: one serves only the API, the
+/// other only delivers and polls once a minute. What the first commits
+/// reaches the receiver in moments, because the second hears of it
+/// (`LISTEN`/`NOTIFY`), also after its signal connection was cut.
+async fn a_worker_hears_at_once_of_work_another_process_commits() {
+    use pixelpatrol::config::Role;
+    const POLL: Duration = Duration::from_secs(60);
+    let api = spawn_app_with(Backend::Postgres, |config| config.role = Role::Api).await;
+    let _worker = spawn_app_on(api.db.clone(), |config| {
+        config.role = Role::Worker;
+        config.poll_interval = POLL;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let site = api.create_site().await;
+    subscribe_created(&api, &site, &receiver.url, false).await;
+    // The worker's first round may or may not have seen this one; once it
+    // is delivered the worker is idle, waiting for a signal or its poll.
+    api.submit_text(&site, "first").await;
+    receiver.wait_for_count(1).await;
+
+    let heard_within = |started: Instant| {
+        let took = started.elapsed();
+        // A missed signal would take the whole poll (and time out the wait).
+        assert!(
+            took < POLL / 3,
+            "delivered after {took:?}: the worker polled, it did not hear"
+        );
+    };
+    let started = Instant::now();
+    api.submit_text(&site, "second").await;
+    receiver.wait_for_count(2).await;
+    heard_within(started);
+
+    // Cut the worker's signal connection; it listens again by itself.
+    let name = api.db.name().to_string();
+    let mut admin = sqlx::PgConnection::connect(&crate::common::postgres_admin_url())
+        .await
+        .unwrap();
+    let listeners = async |admin: &mut sqlx::PgConnection| -> Vec<i32> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(&name)
+        .fetch_all(admin)
+        .await
+        .unwrap()
+    };
+    let before = listeners(&mut admin).await;
+    assert_eq!(
+        before.len(),
+        1,
+        "the worker listens, the API process does not"
+    );
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(before[0])
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    wait_for("the worker to listen again", async || {
+        listeners(&mut admin)
+            .await
+            .iter()
+            .any(|pid| *pid != before[0])
+    })
+    .await;
+    let started = Instant::now();
+    api.submit_text(&site, "third").await;
+    receiver.wait_for_count(3).await;
+    heard_within(started);
 }
