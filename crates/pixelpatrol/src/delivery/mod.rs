@@ -42,8 +42,9 @@ use crate::util::Heartbeat;
 use sender::{AttemptOutcome, Sender};
 pub use worker::Worker;
 
-/// The least time between two signals to the other processes.
-const ANNOUNCE_GAP: Duration = Duration::from_millis(2);
+/// The least time between two signals to the other processes: at most 200
+/// a second, and the first after a quiet spell goes at once.
+const ANNOUNCE_GAP: Duration = Duration::from_millis(5);
 
 /// What the API needs from delivery: waking the worker when new work was
 /// committed, and sending a delivery right now (the endpoint test).
