@@ -130,7 +130,7 @@ impl Deliverer {
 
     /// Passes this process's wake-ups on to the other processes on the
     /// database, until shutdown. Wake-ups coalesce: at most one signal per
-    /// [`ANNOUNCE_GAP`], however many commits (a busy API commits thousands
+    /// `ANNOUNCE_GAP` (5 ms), however many commits (a busy API commits thousands
     /// a second; one signal each would cost the database more than the
     /// poll it saves).
     pub async fn announce_work(self: Arc<Self>, shutdown: CancellationToken) {
