@@ -96,6 +96,15 @@ async fn create_group(
         created_at: now,
         updated_at: now,
     };
+    store_new_group(&state, &caller, group).await
+}
+
+/// Stores a new group with its audit entry and answers it (`201`).
+async fn store_new_group(
+    state: &AppState,
+    caller: &Caller,
+    group: RuleGroup,
+) -> Result<(StatusCode, Json<RuleGroupOut>)> {
     let audit = caller.audit(
         &group.site_id,
         "rule_group.created",
@@ -125,14 +134,7 @@ async fn recreate_recommended(
 ) -> Result<(StatusCode, Json<RuleGroupOut>)> {
     let site = load_site(&state, &caller, &site_id).await?;
     let group = template_group(&site.id, true);
-    let audit = caller.audit(
-        &group.site_id,
-        "rule_group.created",
-        group.id.as_str(),
-        audit_detail(&group),
-    );
-    state.store.create_rule_group(&group, Some(&audit)).await?;
-    Ok((StatusCode::CREATED, Json(RuleGroupOut::from(&group))))
+    store_new_group(&state, &caller, group).await
 }
 
 async fn list_groups(

@@ -291,17 +291,21 @@ async fn review(
     )
     .await?
     .ok_or(DashError::NotFound)?;
-    let back = form
-        .back
-        .as_deref()
+    Ok(back_to_queue(&site, form.back.as_deref()))
+}
+
+/// Back to the queue's tab the form came from (`back`: a status; the
+/// flagged items when it names none).
+fn back_to_queue(site: &Site, back: Option<&str>) -> Response {
+    let back = back
         .and_then(MediaStatus::parse)
         .unwrap_or(MediaStatus::Flagged);
-    Ok(Redirect::to(&format!(
+    Redirect::to(&format!(
         "/sites/{}/moderation?status={}",
         site.id,
         back.as_str()
     ))
-    .into_response())
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -327,17 +331,7 @@ async fn remoderate(
         serde_json::json!({"was": media.status.as_str()}),
     );
     crate::api::media::queue_remoderation(&state, &media, &audit).await?;
-    let back = form
-        .back
-        .as_deref()
-        .and_then(MediaStatus::parse)
-        .unwrap_or(MediaStatus::Flagged);
-    Ok(Redirect::to(&format!(
-        "/sites/{}/moderation?status={}",
-        site.id,
-        back.as_str()
-    ))
-    .into_response())
+    Ok(back_to_queue(&site, form.back.as_deref()))
 }
 
 /// An item's image, small, fetched by the server under the same guard and
