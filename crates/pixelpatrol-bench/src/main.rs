@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use pixelpatrol_bench::{
     Backend, BacklogParams, FanoutParams, LatencyParams, ModerationParams, OrderingParams, Report,
-    Setup, ThroughputParams,
+    ScalingParams, Setup, Target, ThroughputParams,
 };
 
 #[derive(Parser)]
@@ -43,9 +43,26 @@ struct Common {
     /// Extra flags for every `pixelpatrol serve` started (repeatable).
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Also measure a peer on the same workload (throughput, latency and
+    /// fanout): each pair runs the peer, then PixelPatrol, and prints both
+    /// and their ratio.
+    #[arg(long, value_enum, global = true, requires = "peer_bin")]
+    peer: Option<Peer>,
+    /// The peer's server binary.
+    #[arg(long, global = true)]
+    peer_bin: Option<PathBuf>,
+    /// How many peer-then-PixelPatrol pairs a `--peer` run measures.
+    #[arg(long, default_value_t = 2, global = true)]
+    pairs: u32,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench/results", global = true)]
     results_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Peer {
+    /// The Svix server, on PostgreSQL with its in-memory queue.
+    Svix,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +91,22 @@ enum Scenario {
         /// Events; each reaches every endpoint of its site.
         #[arg(long, default_value_t = 100_000)]
         events: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// Delivery rate with a small and with a large backlog waiting: does the
+    /// cost of a delivery grow with the queue's depth?
+    Scaling {
+        #[arg(long, default_value_t = 10)]
+        sites: usize,
+        #[arg(long, default_value_t = 10)]
+        endpoints_per_site: u32,
+        /// Pending deliveries of the small backlog.
+        #[arg(long, default_value_t = 10_000)]
+        small: u64,
+        /// Pending deliveries of the large backlog.
+        #[arg(long, default_value_t = 1_000_000)]
+        large: u64,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
@@ -197,19 +230,112 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (server_binary, receiver_binary) = binaries(&cli.common)?;
     let setup = Setup {
+        target: Target::PixelPatrol,
         server_binary,
         receiver_binary,
         backend: cli.common.backend,
         postgres_admin_url: cli.common.database_url.clone(),
         server_args: cli.common.server_args.clone(),
     };
+    std::fs::create_dir_all(&cli.common.results_dir)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if let (Some(Peer::Svix), Some(peer_bin)) = (cli.common.peer, &cli.common.peer_bin) {
+        anyhow::ensure!(
+            matches!(
+                cli.scenario,
+                Scenario::Throughput { .. } | Scenario::Latency(_) | Scenario::Fanout { .. }
+            ),
+            "--peer measures throughput, latency and fanout"
+        );
+        let peer = Setup {
+            target: Target::Svix(peer_bin.clone()),
+            backend: Backend::Postgres,
+            server_args: Vec::new(),
+            ..setup.clone()
+        };
+        return side_by_side(&cli, &setup, &peer, &command).await;
+    }
+    let report = run(&setup, &cli.scenario).await?;
+    print_report(&report);
+    let path = cli
+        .common
+        .results_dir
+        .join(format!("{}-{}.json", report.scenario, report.backend));
+    let document = serde_json::json!({
+        "machine": pixelpatrol_bench::machine(),
+        "command": command,
+        "report": report,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&document)? + "\n")?;
+    println!("\nwritten to {}", path.display());
+    if !report.all_checks_pass() {
+        anyhow::bail!("a check failed: see above");
+    }
+    Ok(())
+}
+
+/// `--peer`: pairs of runs, the peer first, then PixelPatrol, on the same
+/// workload, receiver and load generator; every figure both report is
+/// printed with the ratio ours / peer (above 1 is more for PixelPatrol:
+/// better for rates, worse for times).
+async fn side_by_side(cli: &Cli, ours: &Setup, peer: &Setup, command: &str) -> anyhow::Result<()> {
+    let mut pairs = Vec::new();
+    let mut all_pass = true;
+    for pair in 1..=cli.common.pairs.max(1) {
+        let theirs = run(peer, &cli.scenario).await?;
+        print_report(&theirs);
+        let mine = run(ours, &cli.scenario).await?;
+        print_report(&mine);
+        all_pass &= theirs.all_checks_pass() && mine.all_checks_pass();
+        let mut ratios = serde_json::Map::new();
+        println!(
+            "\npair {pair}: {:<32} {:>12} {:>12} {:>10}",
+            "figure", "svix", "pixelpatrol", "ours/peer"
+        );
+        for (name, value) in &mine.figures {
+            let (Some(our_value), Some(their_value)) = (
+                value.as_f64(),
+                theirs.figures.get(name).and_then(|value| value.as_f64()),
+            ) else {
+                continue;
+            };
+            let ratio = (their_value != 0.0).then(|| our_value / their_value);
+            println!(
+                "  {name:<38} {their_value:>12} {our_value:>12} {:>10}",
+                ratio.map_or("-".into(), |ratio| format!("{ratio:.2}"))
+            );
+            ratios.insert(
+                name.clone(),
+                serde_json::json!(ratio.map(|ratio| (ratio * 100.0).round() / 100.0)),
+            );
+        }
+        pairs.push(serde_json::json!({"peer": theirs, "ours": mine, "ours_over_peer": ratios}));
+    }
+    let scenario = pairs[0]["ours"]["scenario"].as_str().unwrap_or("scenario");
+    let path = cli
+        .common
+        .results_dir
+        .join(format!("{scenario}-{}-vs-svix.json", ours.backend.name()));
+    let document = serde_json::json!({
+        "machine": pixelpatrol_bench::machine(),
+        "command": command,
+        "peer": "svix-server 1.100.0, PostgreSQL, in-memory queue and cache",
+        "pairs": pairs,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&document)? + "\n")?;
+    println!("\nwritten to {}", path.display());
+    anyhow::ensure!(all_pass, "a check failed: see above");
+    Ok(())
+}
+
+async fn run(setup: &Setup, scenario: &Scenario) -> anyhow::Result<Report> {
     let steady = |args: &SteadyArgs| LatencyParams {
         sites: args.sites,
         endpoints_per_site: args.endpoints_per_site,
         rate: args.rate,
         duration: args.duration,
     };
-    let report = match &cli.scenario {
+    Ok(match scenario {
         Scenario::Moderation {
             texts,
             images,
@@ -218,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
             image,
         } => {
             pixelpatrol_bench::moderation(
-                &setup,
+                setup,
                 &ModerationParams {
                     texts: *texts,
                     images: *images,
@@ -236,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
         } => {
             pixelpatrol_bench::throughput(
-                &setup,
+                setup,
                 &ThroughputParams {
                     sites: *sites,
                     endpoints_per_site: *endpoints_per_site,
@@ -246,8 +372,8 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?
         }
-        Scenario::Latency(args) => pixelpatrol_bench::latency(&setup, &steady(args)).await?,
-        Scenario::Isolation(args) => pixelpatrol_bench::isolation(&setup, &steady(args)).await?,
+        Scenario::Latency(args) => pixelpatrol_bench::latency(setup, &steady(args)).await?,
+        Scenario::Isolation(args) => pixelpatrol_bench::isolation(setup, &steady(args)).await?,
         Scenario::Backlog {
             sites,
             endpoints_per_site,
@@ -255,7 +381,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
         } => {
             pixelpatrol_bench::backlog(
-                &setup,
+                setup,
                 &BacklogParams {
                     sites: *sites,
                     endpoints_per_site: *endpoints_per_site,
@@ -265,9 +391,28 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?
         }
+        Scenario::Scaling {
+            sites,
+            endpoints_per_site,
+            small,
+            large,
+            concurrency,
+        } => {
+            pixelpatrol_bench::scaling(
+                setup,
+                &ScalingParams {
+                    sites: *sites,
+                    endpoints_per_site: *endpoints_per_site,
+                    small: *small,
+                    large: *large,
+                    concurrency: *concurrency,
+                },
+            )
+            .await?
+        }
         Scenario::Fanout { endpoints, events } => {
             pixelpatrol_bench::fanout(
-                &setup,
+                setup,
                 &FanoutParams {
                     endpoints: *endpoints,
                     events: *events,
@@ -283,7 +428,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
         } => {
             pixelpatrol_bench::ordering(
-                &setup,
+                setup,
                 &OrderingParams {
                     endpoints: *endpoints,
                     strict_endpoints: *strict_endpoints,
@@ -294,22 +439,5 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?
         }
-    };
-    print_report(&report);
-    std::fs::create_dir_all(&cli.common.results_dir)?;
-    let path = cli
-        .common
-        .results_dir
-        .join(format!("{}-{}.json", report.scenario, report.backend));
-    let document = serde_json::json!({
-        "machine": pixelpatrol_bench::machine(),
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "report": report,
-    });
-    std::fs::write(&path, serde_json::to_string_pretty(&document)? + "\n")?;
-    println!("\nwritten to {}", path.display());
-    if !report.all_checks_pass() {
-        anyhow::bail!("a check failed: see above");
-    }
-    Ok(())
+    })
 }

@@ -67,10 +67,15 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// A `pixelpatrol serve` child process.
+/// A server under measurement: a `pixelpatrol serve` child process, or the
+/// peer's server in `--peer` runs.
 pub struct Server {
     child: Child,
     pub api: String,
+    /// How to stop it: PixelPatrol gets SIGTERM and a graceful exit; the
+    /// peer, whose graceful exit takes about 20 s, is killed once measured.
+    graceful: bool,
+    _workdir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -90,9 +95,52 @@ impl Server {
             // Delivery scenarios measure delivery; the moderation scenario
             // turns analysis on with `--auto-moderation true`.
             .env("PIXELPATROL_AUTO_MODERATION", "false")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn");
+        Self::spawn(command, binary, port, "/healthz", true, None).await
+    }
+
+    /// The Svix server on PostgreSQL with its in-memory queue and cache (its
+    /// fastest single-node mode, `../shared/peers/README.md`), allowed to
+    /// deliver to 127.0.0.1; started in an empty folder because it reads a
+    /// `config.toml` from where it starts.
+    pub async fn start_svix(binary: &Path, database_url: &str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let workdir = tempfile::tempdir()?;
+        let mut command = Command::new(binary);
+        command
+            .arg("--run-migrations")
+            .current_dir(workdir.path())
+            .envs(svix_environment())
+            .env("SVIX_DB_DSN", database_url)
+            .env("SVIX_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("SVIX_WHITELIST_SUBNETS", "[127.0.0.1/32]")
+            .env("SVIX_LOG_LEVEL", "info");
+        Self::spawn(
+            command,
+            binary,
+            port,
+            "/api/v1/health/",
+            false,
+            Some(workdir),
+        )
+        .await
+    }
+
+    async fn spawn(
+        mut command: Command,
+        binary: &Path,
+        port: u16,
+        health: &str,
+        graceful: bool,
+        workdir: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Self> {
+        command
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if graceful {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true);
         let child = command
             .spawn()
@@ -100,16 +148,22 @@ impl Server {
         let server = Server {
             child,
             api: format!("http://127.0.0.1:{port}"),
+            graceful,
+            _workdir: workdir,
         };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(response) = http.get(format!("{}/healthz", server.api)).send().await
+            if let Ok(response) = http.get(format!("{}{health}", server.api)).send().await
                 && response.status().is_success()
             {
                 return Ok(server);
             }
-            ensure!(Instant::now() < deadline, "the server did not start");
+            ensure!(
+                Instant::now() < deadline,
+                "{} did not start",
+                binary.display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -128,11 +182,11 @@ impl Server {
 
     /// Peak resident memory so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        self.proc_status("VmHWM:").unwrap_or(0) as f64 / 1024.0
+        round2(self.proc_status("VmHWM:").unwrap_or(0) as f64 / 1024.0)
     }
 
     pub fn rss_mib(&self) -> f64 {
-        self.proc_status("VmRSS:").unwrap_or(0) as f64 / 1024.0
+        round2(self.proc_status("VmRSS:").unwrap_or(0) as f64 / 1024.0)
     }
 
     /// User + system CPU time so far, in seconds.
@@ -157,8 +211,12 @@ impl Server {
         ticks as f64 / 100.0
     }
 
-    /// SIGTERM, then wait for the graceful exit.
+    /// SIGTERM, then wait for the graceful exit (the peer is killed).
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        if !self.graceful {
+            self.child.kill().await?;
+            return Ok(());
+        }
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -172,6 +230,30 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The peer's settings shared by its server and its token generator.
+fn svix_environment() -> [(&'static str, &'static str); 3] {
+    [
+        ("SVIX_JWT_SECRET", "pixelpatrol-bench-peer-secret"),
+        ("SVIX_QUEUE_TYPE", "memory"),
+        ("SVIX_CACHE_TYPE", "memory"),
+    ]
+}
+
+/// A bearer token for the peer's API, from its own `jwt generate`.
+pub async fn svix_token(binary: &Path) -> anyhow::Result<String> {
+    let output = Command::new(binary)
+        .args(["jwt", "generate"])
+        .envs(svix_environment())
+        .output()
+        .await
+        .with_context(|| format!("running {} jwt generate", binary.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("Token (Bearer): "))
+        .map(|token| token.trim().to_string())
+        .with_context(|| format!("no token in the output of jwt generate: {text}"))
 }
 
 /// The receiver child process.

@@ -9,9 +9,29 @@ use serde_json::Value;
 
 use crate::*;
 
+/// Which server a scenario measures.
+#[derive(Debug, Clone, Default)]
+pub enum Target {
+    #[default]
+    PixelPatrol,
+    /// The Svix server at this path, on PostgreSQL (`--peer svix`).
+    Svix(PathBuf),
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::PixelPatrol => "pixelpatrol",
+            Target::Svix(_) => "svix",
+        }
+    }
+}
+
 /// Where the binaries are and what to run against.
 #[derive(Debug, Clone)]
 pub struct Setup {
+    /// The server measured; PixelPatrol unless a `--peer` run measures the peer.
+    pub target: Target,
     pub server_binary: PathBuf,
     pub receiver_binary: PathBuf,
     pub backend: Backend,
@@ -24,6 +44,8 @@ pub struct Setup {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: String,
+    /// `pixelpatrol`, or the peer's name.
+    pub server: String,
     pub backend: String,
     pub parameters: BTreeMap<String, Value>,
     pub figures: BTreeMap<String, Value>,
@@ -35,6 +57,7 @@ impl Report {
     pub(crate) fn new(scenario: &str, setup: &Setup) -> Self {
         Report {
             scenario: scenario.into(),
+            server: setup.target.name().into(),
             backend: setup.backend.name().into(),
             parameters: BTreeMap::new(),
             figures: BTreeMap::new(),
@@ -109,9 +132,23 @@ impl Stage {
         let database = Database::create(setup.backend, &setup.postgres_admin_url).await?;
         let mut args = setup.server_args.clone();
         args.extend_from_slice(server_args);
-        let server = Server::start(&setup.server_binary, &database.url, &args).await?;
+        let (server, api) = match &setup.target {
+            Target::PixelPatrol => {
+                let server = Server::start(&setup.server_binary, &database.url, &args).await?;
+                let api = Api::new(&server.api, concurrency);
+                (server, api)
+            }
+            Target::Svix(binary) => {
+                anyhow::ensure!(
+                    setup.backend == Backend::Postgres,
+                    "the peer runs on PostgreSQL"
+                );
+                let server = Server::start_svix(binary, &database.url).await?;
+                let api = Api::svix(&server.api, concurrency, svix_token(binary).await?);
+                (server, api)
+            }
+        };
         let receiver = ReceiverProcess::start(&setup.receiver_binary).await?;
-        let api = Api::new(&server.api, concurrency);
         let mut created = Vec::new();
         let mut index = 0;
         for site_number in 0..sites {
@@ -146,6 +183,11 @@ impl Stage {
         self.database.drop_database().await;
         Ok(())
     }
+}
+
+/// Two decimals are all a figure of this benchmark means.
+pub(crate) fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }
 
 pub(crate) fn rate(count: u64, elapsed: Duration) -> f64 {

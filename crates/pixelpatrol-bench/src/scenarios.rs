@@ -55,7 +55,10 @@ pub async fn throughput(setup: &Setup, params: &ThroughputParams) -> anyhow::Res
     report.latency("", &stats);
     report.delivery_checks(expected, &stats);
     report.figure("server_peak_rss_mib", stage.server.peak_rss_mib());
-    report.figure("server_cpu_s", stage.server.cpu_seconds() - cpu_before);
+    report.figure(
+        "server_cpu_s",
+        round2(stage.server.cpu_seconds() - cpu_before),
+    );
     stage.finish().await?;
     Ok(report)
 }
@@ -129,7 +132,7 @@ pub(crate) async fn steady_run(
     );
     report.figure(
         &format!("{prefix}server_cpu_s"),
-        stage.server.cpu_seconds() - cpu_before,
+        round2(stage.server.cpu_seconds() - cpu_before),
     );
     report.figure(
         &format!("{prefix}lost"),
@@ -199,77 +202,225 @@ pub async fn backlog(setup: &Setup, params: &BacklogParams) -> anyhow::Result<Re
         "enqueue",
         "the server runs --role api (no worker) while the backlog is written",
     );
-    let stage = Stage::build(
-        setup,
-        params.sites,
-        params.endpoints_per_site,
-        &["media.created"],
-        &[],
-        &["--role".into(), "api".into()],
-        params.concurrency,
-    )
-    .await?;
-    let load = closed_loop(
-        &stage.api,
-        &stage.sites,
-        params.events,
-        params.concurrency,
-        false,
-    )
-    .await;
-    report.figure(
-        "enqueue_submissions_per_s",
-        rate(load.accepted, load.elapsed),
-    );
-    report.figure("enqueue_server_peak_rss_mib", stage.server.peak_rss_mib());
-    let expected = load.accepted * params.endpoints_per_site as u64;
-    let Stage {
-        database,
-        server,
-        receiver,
-        ..
-    } = stage;
-    server.stop().await?;
-
-    let drain = Server::start(&setup.server_binary, &database.url, &setup.server_args).await?;
+    let pending = Backlog::enqueue(setup, params).await?;
+    report.figure("enqueue_submissions_per_s", pending.submissions_per_s);
+    report.figure("enqueue_server_peak_rss_mib", pending.server_peak_rss_mib);
     let started = Instant::now();
-    let started_us = now_us();
-    let mut peak_rss: f64 = 0.0;
-    let mut last = 0;
-    let mut last_change = Instant::now();
-    let stats = loop {
-        let stats = receiver.stats().await?;
-        peak_rss = peak_rss.max(drain.rss_mib());
-        if stats.delivered >= expected {
-            break stats;
-        }
-        if stats.delivered != last {
-            last = stats.delivered;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > Duration::from_secs(60) {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let drain = pending.drain(setup).await?;
     let drain_time = Duration::from_micros(
-        stats
+        drain
+            .stats
             .last_receipt_us
-            .unwrap_or(started_us)
-            .saturating_sub(started_us),
+            .unwrap_or(drain.started_us)
+            .saturating_sub(drain.started_us),
     );
-    report.figure("drain_per_s", rate(stats.delivered, drain_time));
+    report.figure("drain_per_s", rate(drain.stats.delivered, drain_time));
     report.figure(
         "time_to_empty_s",
         (drain_time.as_secs_f64() * 10.0).round() / 10.0,
     );
-    report.figure(
-        "drain_server_peak_rss_mib",
-        drain.peak_rss_mib().max(peak_rss),
-    );
+    report.figure("drain_server_peak_rss_mib", drain.server_peak_rss_mib);
     report.figure("wall_s", started.elapsed().as_secs_f64().round());
-    report.delivery_checks(expected, &stats);
-    drain.stop().await?;
-    database.drop_database().await;
+    report.delivery_checks(drain.expected, &drain.stats);
+    Ok(report)
+}
+
+/// A backlog written with no worker running, ready to be drained.
+pub(crate) struct Backlog {
+    database: Database,
+    receiver: ReceiverProcess,
+    expected: u64,
+    submissions_per_s: f64,
+    server_peak_rss_mib: f64,
+}
+
+/// How a drain went: the receiver's count sampled every few milliseconds
+/// from the full server's start.
+pub(crate) struct Drain {
+    expected: u64,
+    started_us: u64,
+    stats: ReceiverStats,
+    /// (microseconds since the epoch, deliveries received).
+    samples: Vec<(u64, u64)>,
+    server_peak_rss_mib: f64,
+}
+
+impl Backlog {
+    pub(crate) async fn enqueue(setup: &Setup, params: &BacklogParams) -> anyhow::Result<Self> {
+        let stage = Stage::build(
+            setup,
+            params.sites,
+            params.endpoints_per_site,
+            &["media.created"],
+            &[],
+            &["--role".into(), "api".into()],
+            params.concurrency,
+        )
+        .await?;
+        let load = closed_loop(
+            &stage.api,
+            &stage.sites,
+            params.events,
+            params.concurrency,
+            false,
+        )
+        .await;
+        let server_peak_rss_mib = stage.server.peak_rss_mib();
+        let Stage {
+            database,
+            server,
+            receiver,
+            ..
+        } = stage;
+        server.stop().await?;
+        Ok(Backlog {
+            database,
+            receiver,
+            expected: load.accepted * params.endpoints_per_site as u64,
+            submissions_per_s: rate(load.accepted, load.elapsed),
+            server_peak_rss_mib,
+        })
+    }
+
+    /// Starts a full server on the backlog and waits until everything
+    /// arrived (or nothing arrived for a minute); removes the database.
+    pub(crate) async fn drain(self, setup: &Setup) -> anyhow::Result<Drain> {
+        let server =
+            Server::start(&setup.server_binary, &self.database.url, &setup.server_args).await?;
+        let started_us = now_us();
+        let mut peak_rss: f64 = 0.0;
+        let mut samples = Vec::new();
+        let mut last = 0;
+        let mut last_change = Instant::now();
+        let mut last_rss = Instant::now();
+        let stats = loop {
+            let stats = self.receiver.stats().await?;
+            samples.push((now_us(), stats.delivered));
+            if last_rss.elapsed() > Duration::from_millis(250) {
+                peak_rss = peak_rss.max(server.rss_mib());
+                last_rss = Instant::now();
+            }
+            if stats.delivered >= self.expected {
+                break stats;
+            }
+            if stats.delivered != last {
+                last = stats.delivered;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > Duration::from_secs(60) {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let drain = Drain {
+            expected: self.expected,
+            started_us,
+            stats,
+            samples,
+            server_peak_rss_mib: server.peak_rss_mib().max(peak_rss),
+        };
+        server.stop().await?;
+        self.database.drop_database().await;
+        Ok(drain)
+    }
+}
+
+impl Drain {
+    /// Deliveries per second between the `from`th and the `to`th receipt
+    /// (times interpolated between samples); None when the drain did not
+    /// get that far.
+    fn rate_between(&self, from: u64, to: u64) -> Option<f64> {
+        let time_at = |count: u64| {
+            let after = self.samples.iter().position(|(_, n)| *n >= count)?;
+            let (t1, n1) = self.samples[after];
+            let (t0, n0) = if after == 0 {
+                (self.started_us, 0)
+            } else {
+                self.samples[after - 1]
+            };
+            let share = if n1 == n0 {
+                1.0
+            } else {
+                (count - n0) as f64 / (n1 - n0) as f64
+            };
+            Some(t0 as f64 + share * (t1 - t0) as f64)
+        };
+        let seconds = (time_at(to)? - time_at(from)?) / 1e6;
+        Some(((to - from) as f64 / seconds.max(1e-9)).round())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScalingParams {
+    pub sites: usize,
+    pub endpoints_per_site: u32,
+    /// Pending deliveries of the small and the large backlog.
+    pub small: u64,
+    pub large: u64,
+    pub concurrency: usize,
+}
+
+/// Does the cost of a delivery grow with the queue's depth? Two backlogs
+/// (10,000 and 1,000,000 pending by default), each drained by a fresh full
+/// server; the rate is taken over the same stretch of each drain (from the
+/// 10th to the 90th percent of the small backlog), so that the one
+/// difference is the number of deliveries waiting behind. The large drain
+/// is also measured at later stretches, as its queue shrinks.
+pub async fn scaling(setup: &Setup, params: &ScalingParams) -> anyhow::Result<Report> {
+    let mut report = Report::new("scaling", setup);
+    report.param("sites", params.sites);
+    report.param("endpoints_per_site", params.endpoints_per_site);
+    report.param("small_pending", params.small);
+    report.param("large_pending", params.large);
+    anyhow::ensure!(
+        params.small < params.large && params.small >= 100,
+        "--small must be at least 100 and below --large"
+    );
+    let (from, to) = (params.small / 10, params.small * 9 / 10);
+    report.param(
+        "measured",
+        format!("deliveries {from} to {to} of each drain"),
+    );
+    let backlog = |pending: u64| BacklogParams {
+        sites: params.sites,
+        endpoints_per_site: params.endpoints_per_site,
+        events: pending.div_ceil(params.endpoints_per_site as u64),
+        concurrency: params.concurrency,
+    };
+    let mut all_delivered = true;
+    let mut rates = Vec::new();
+    for (name, pending) in [("small", params.small), ("large", params.large)] {
+        let drain = Backlog::enqueue(setup, &backlog(pending))
+            .await?
+            .drain(setup)
+            .await?;
+        let measured = drain.rate_between(from, to);
+        report.figure(&format!("{name}_pending"), drain.expected);
+        report.figure(&format!("{name}_deliveries_per_s"), measured);
+        report.figure(
+            &format!("{name}_drain_server_peak_rss_mib"),
+            drain.server_peak_rss_mib,
+        );
+        if name == "large" {
+            // The same stretch length further into the drain.
+            for share in [25, 50, 75] {
+                let start = drain.expected * share / 100;
+                report.figure(
+                    &format!("large_deliveries_per_s_at_{share}_percent_drained"),
+                    drain.rate_between(start, start + (to - from)),
+                );
+            }
+        }
+        report.figure(
+            &format!("{name}_lost"),
+            drain.expected.saturating_sub(drain.stats.delivered),
+        );
+        all_delivered &= drain.stats.delivered >= drain.expected && drain.stats.bad_signatures == 0;
+        rates.push(measured.unwrap_or(0.0));
+    }
+    let ratio = rates[1] / rates[0].max(1.0);
+    report.figure("large_over_small", (ratio * 100.0).round() / 100.0);
+    report.figure("target_large_over_small_at_least", 0.8);
+    report.check("nothing_lost_every_signature_valid", all_delivered);
     Ok(report)
 }
 

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pixelpatrol_bench::{Backend, LatencyParams, OrderingParams, Setup, ThroughputParams};
+use pixelpatrol_bench::{Backend, LatencyParams, OrderingParams, Setup, Target, ThroughputParams};
 
 fn setup(backend: Backend) -> Setup {
     // The server binary of this workspace's debug build (`cargo test
@@ -23,6 +23,7 @@ fn setup(backend: Backend) -> Setup {
         server.display()
     );
     Setup {
+        target: Target::PixelPatrol,
         server_binary: server,
         receiver_binary: PathBuf::from(env!("CARGO_BIN_EXE_pixelpatrol-bench-receiver")),
         backend,

@@ -533,4 +533,11 @@ pub trait Maintenance: Send + Sync {
     /// minute), and a plan made from an empty table's numbers can turn a
     /// 10 ms claim into a 10 s one. Called by the worker every few seconds.
     async fn maintain(&self) -> anyhow::Result<()>;
+    /// Deletes pending deliveries whose endpoint or event is gone, and their
+    /// attempts; how many deliveries. Where the queue keeps no foreign keys
+    /// (PostgreSQL), a submission that raced its endpoint's deletion, or a
+    /// resend that raced its event's retention, leaves such a delivery: it is
+    /// never sent (the claim joins both), but it would keep its event from
+    /// retention. Where foreign keys hold (SQLite) there is none to find.
+    async fn sweep_orphaned_deliveries(&self) -> anyhow::Result<u64>;
 }

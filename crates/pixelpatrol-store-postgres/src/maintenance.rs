@@ -54,4 +54,29 @@ impl Maintenance for PostgresStore {
         }
         Ok(())
     }
+
+    /// One pass over the pending deliveries (the pending partial index), an
+    /// index probe each into endpoints and events; the worker runs it
+    /// seldom (`delivery::maintenance`).
+    async fn sweep_orphaned_deliveries(&self) -> anyhow::Result<u64> {
+        let mut tx = self.write.begin().await?;
+        let orphaned = sqlx::query_scalar!(
+            "DELETE FROM deliveries d WHERE d.status = 'pending' \
+             AND (NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = d.endpoint_id) \
+                OR NOT EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id)) \
+             RETURNING d.id"
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if !orphaned.is_empty() {
+            sqlx::query!(
+                "DELETE FROM delivery_attempts WHERE delivery_id = ANY($1)",
+                &orphaned
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(orphaned.len() as u64)
+    }
 }

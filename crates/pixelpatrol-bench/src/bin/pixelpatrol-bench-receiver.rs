@@ -1,6 +1,7 @@
 //! The benchmark's webhook receiver: a separate process (so that its work is
 //! not billed to the server), hyper with keep-alive, answering `/e/{index}`
-//! for endpoint `index`. It verifies every signature, counts duplicates,
+//! for endpoint `index`. It verifies every signature (PixelPatrol's scheme,
+//! or in `--peer` runs the peer's `svix-*` headers), counts duplicates,
 //! measures end-to-end latency from the submission time the benchmark put in
 //! the media metadata, and checks delivery order. Its behaviour per endpoint
 //! is set through `POST /control`; `GET /stats` reports, `POST /reset` clears.
@@ -21,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use pixelpatrol_bench::{Control, Mode, ReceiverStats, secret_for};
+use pixelpatrol_bench::{Control, Mode, ReceiverStats, secret_for, svix_secret_for};
 use serde_json::Value;
 
 #[derive(Default)]
@@ -156,19 +157,43 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Response<Full<Byt
     else {
         return reply(StatusCode::NOT_FOUND, "unknown path");
     };
-    let signature = request
-        .headers()
-        .get(pixelpatrol_webhooks::SIGNATURE_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    let signature = header(pixelpatrol_webhooks::SIGNATURE_HEADER);
+    let svix = (
+        header("svix-id"),
+        header("svix-timestamp"),
+        header("svix-signature"),
+    );
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return reply(StatusCode::BAD_REQUEST, "body"),
     };
     let arrived_us = now_us();
-    let signed =
-        pixelpatrol_webhooks::verify_pixelpatrol(&secret_for(endpoint), &body, &signature).is_ok();
+    let signed = match (signature, svix) {
+        (Some(signature), _) => {
+            pixelpatrol_webhooks::verify_pixelpatrol(&secret_for(endpoint), &body, &signature)
+                .is_ok()
+        }
+        (None, (Some(id), Some(timestamp), Some(signature))) => {
+            timestamp.parse::<i64>().ok().is_some_and(|timestamp| {
+                pixelpatrol_webhooks::verify_standard_signature(
+                    &svix_secret_for(endpoint),
+                    &id,
+                    timestamp,
+                    &body,
+                    &signature,
+                )
+                .is_ok()
+            })
+        }
+        _ => false,
+    };
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let event_id = event["id"].as_str().unwrap_or_default().to_string();
     let event_name = event["event"].as_str().unwrap_or_default().to_string();

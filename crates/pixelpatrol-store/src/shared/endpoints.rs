@@ -282,10 +282,40 @@ impl Endpoints for BackendStore {
         .execute(&mut *tx)
         .await?;
         let deleted = result.rows_affected() == 1;
+        if deleted {
+            Self::delete_queue_of_endpoint(&mut tx, id).await?;
+        }
         if let (true, Some(audit)) = (deleted, audit) {
             Self::insert_audit(&mut tx, audit).await?;
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+}
+
+impl BackendStore {
+    /// Deletes an endpoint's deliveries and attempts, inside the caller's
+    /// transaction, once the endpoint row is gone (no new claim can take
+    /// them). PostgreSQL's queue tables have no foreign keys to cascade
+    /// (its migration 0009 says why); SQLite's cascade has already done it.
+    ///
+    /// Deliveries go first: the statement waits for an attempt being
+    /// recorded on one of them (the record updates its delivery before it
+    /// writes the attempt), so that the attempts statement after it, which
+    /// reads afresh, sees that attempt too.
+    pub(super) async fn delete_queue_of_endpoint(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        endpoint_id: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query!("DELETE FROM deliveries WHERE endpoint_id = $1", endpoint_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query!(
+            "DELETE FROM delivery_attempts WHERE endpoint_id = $1",
+            endpoint_id
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 }

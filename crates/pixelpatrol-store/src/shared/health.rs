@@ -306,8 +306,17 @@ impl EndpointHealth for BackendStore {
                 .execute(&mut *tx)
                 .await?;
                 // Alerts were turned off: undelivered ones would wait forever.
+                // Their attempts go with them (no foreign key cascades on
+                // PostgreSQL, `delete_queue_of_endpoint` says why).
                 sqlx::query!(
                     "DELETE FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'",
+                    ALERT_ENDPOINT_ID
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query!(
+                    "DELETE FROM delivery_attempts WHERE endpoint_id = $1 AND NOT EXISTS \
+                     (SELECT 1 FROM deliveries d WHERE d.id = delivery_attempts.delivery_id)",
                     ALERT_ENDPOINT_ID
                 )
                 .execute(&mut *tx)

@@ -161,29 +161,6 @@ impl Outbox for BackendStore {
             return Ok(());
         }
         let mut tx = self.write.begin().await?;
-        // Attempts whose delivery was deleted meanwhile (its endpoint or site
-        // was removed) are dropped, not an error.
-        let mut insert = QueryBuilder::<Db>::new(format!(
-            "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}, endpoint_id) \
-             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
-             v.column7, v.column8, v.column9, v.column10 FROM ("
-        ));
-        insert.push_values(records, |mut values, record| {
-            let (_, next_attempt_at) = next_step_columns(record.next);
-            values
-                .push_bind(record.delivery_id.as_str())
-                .push_bind(record.attempt)
-                .push_bind(record.started_at.millis())
-                .push_bind(record.duration_ms)
-                .push_bind(record.status_code)
-                .push_bind(&record.response_body)
-                .push_bind(&record.error_class)
-                .push_bind(&record.error_message)
-                .push_bind(next_attempt_at)
-                .push_bind(record.endpoint_id.as_str());
-        });
-        insert.push(") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)");
-        insert.build().persistent(false).execute(&mut *tx).await?;
         // One statement moves every delivery on. Only the lease holder does:
         // if its lease expired and another worker took over, that worker's
         // outcome decides (the attempt is still logged).
@@ -213,6 +190,31 @@ impl Outbox for BackendStore {
         update
             .push(") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2");
         update.build().persistent(false).execute(&mut *tx).await?;
+        // Attempts whose delivery was deleted meanwhile (its endpoint or site
+        // was removed) are dropped, not an error. Written after the update,
+        // which waits for a deletion holding the delivery (and then finds
+        // nothing): a deletion never leaves an attempt of a delivery behind.
+        let mut insert = QueryBuilder::<Db>::new(format!(
+            "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}, endpoint_id) \
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+             v.column7, v.column8, v.column9, v.column10 FROM ("
+        ));
+        insert.push_values(records, |mut values, record| {
+            let (_, next_attempt_at) = next_step_columns(record.next);
+            values
+                .push_bind(record.delivery_id.as_str())
+                .push_bind(record.attempt)
+                .push_bind(record.started_at.millis())
+                .push_bind(record.duration_ms)
+                .push_bind(record.status_code)
+                .push_bind(&record.response_body)
+                .push_bind(&record.error_class)
+                .push_bind(&record.error_message)
+                .push_bind(next_attempt_at)
+                .push_bind(record.endpoint_id.as_str());
+        });
+        insert.push(") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)");
+        insert.build().persistent(false).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -107,9 +107,21 @@ impl Sites for BackendStore {
 
     async fn delete_site(&self, id: &SiteId) -> anyhow::Result<bool> {
         let id = id.as_str();
-        let result = sqlx::query!("DELETE FROM sites WHERE id = $1", id)
-            .execute(&self.write)
+        let mut tx = self.write.begin().await?;
+        let endpoints = sqlx::query_scalar!("SELECT id FROM endpoints WHERE site_id = $1", id)
+            .fetch_all(&mut *tx)
             .await?;
+        // The site's endpoints, media and events go by cascade. The site goes
+        // first: a submission in flight holds its row (the media and the
+        // event reference it), so that the deliveries it wrote are committed,
+        // and seen, before the queue is deleted.
+        let result = sqlx::query!("DELETE FROM sites WHERE id = $1", id)
+            .execute(&mut *tx)
+            .await?;
+        for endpoint_id in &endpoints {
+            Self::delete_queue_of_endpoint(&mut tx, endpoint_id).await?;
+        }
+        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 }

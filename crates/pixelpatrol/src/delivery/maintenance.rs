@@ -18,12 +18,13 @@ const PURGE_STEPS_PER_TICK: usize = 20;
 
 /// The worker's periodic chores: planner statistics (see `store::Maintenance::maintain`),
 /// disabling endpoints that have failed too long, retention, and the queue
-/// gauges.
+/// gauges; and seldom, the sweep of orphaned deliveries.
 pub(super) async fn maintain(deliverer: Arc<Deliverer>, shutdown: CancellationToken) {
     deliverer.beat();
     let mut tick = tokio::time::interval(deliverer.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut queue_gauges_due = tokio::time::Instant::now();
+    let mut orphan_sweep_due = tokio::time::Instant::now() + ORPHAN_SWEEP_INTERVAL;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -33,8 +34,27 @@ pub(super) async fn maintain(deliverer: Arc<Deliverer>, shutdown: CancellationTo
         if let Err(error) = maintenance_tick(&deliverer, &mut queue_gauges_due).await {
             tracing::warn!(error = ?error, "maintenance failed");
         }
+        if tokio::time::Instant::now() >= orphan_sweep_due {
+            orphan_sweep_due = tokio::time::Instant::now() + ORPHAN_SWEEP_INTERVAL;
+            match deliverer.store.sweep_orphaned_deliveries().await {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::info!(
+                        count,
+                        "removed deliveries whose endpoint or event was deleted"
+                    )
+                }
+                Err(error) => tracing::warn!(error = ?error, "sweeping orphaned deliveries failed"),
+            }
+        }
     }
 }
+
+/// How often the worker looks for deliveries left behind by a deletion
+/// (`store::Maintenance::sweep_orphaned_deliveries`): they only come from a
+/// race between a deletion and a submission or resend, they are never sent,
+/// and the look reads the whole queue, so seldom is enough.
+const ORPHAN_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The queue gauges count every pending delivery: with a backlog of millions
 /// that is a second of database time. They are refreshed at most every

@@ -128,6 +128,24 @@ impl TestDb {
         }
     }
 
+    /// The number one query answers (`SELECT COUNT(*) ...`), read directly
+    /// from the test database: what the store's own reads would not show.
+    pub async fn count(&self, sql: &str) -> i64 {
+        if self.url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap()
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap()
+        }
+    }
+
     /// The database's name (PostgreSQL).
     pub fn name(&self) -> &str {
         self.url.rsplit('/').next().unwrap_or_default()

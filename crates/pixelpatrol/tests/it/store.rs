@@ -57,7 +57,15 @@ both_backends!(
     a_setting_keeps_the_first_value_put,
     media_figures_count_statuses_and_days_per_site,
     an_endpoint_change_writes_its_audit_entry_with_it_and_a_refused_one_none,
+    deleting_an_endpoint_a_site_or_expired_events_leaves_no_delivery_or_attempt_behind,
 );
+
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_removes_deliveries_whose_endpoint_or_event_is_gone_and_only_those() {
+        super::the_sweep_removes_deliveries_whose_endpoint_or_event_is_gone_and_only_those().await
+    }
+}
 
 /// The tests' epoch; [`t`] is a time after it.
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
@@ -2158,4 +2166,138 @@ async fn an_endpoint_change_writes_its_audit_entry_with_it_and_a_refused_one_non
         actions(&site_b).await.is_empty(),
         "the failed insert took its entry with it"
     );
+}
+
+/// Rows of the queue tables left for one endpoint (read directly: the
+/// store's reads go through the endpoint, which may be gone).
+async fn queue_rows(db: &TestDb, endpoint_id: &EndpointId) -> (i64, i64) {
+    let id = endpoint_id.as_str();
+    (
+        db.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = '{id}'"
+        ))
+        .await,
+        db.count(&format!(
+            "SELECT COUNT(*) FROM delivery_attempts WHERE endpoint_id = '{id}'"
+        ))
+        .await,
+    )
+}
+
+/// What the foreign keys' cascades did on both backends, and the store does
+/// itself where the queue has none (PostgreSQL): no row of a deleted
+/// endpoint's, site's or expired event's deliveries stays behind, and the
+/// others' stay.
+async fn deleting_an_endpoint_a_site_or_expired_events_leaves_no_delivery_or_attempt_behind(
+    backend: Backend,
+) {
+    let (db, store) = open(backend).await;
+    let site = site(&store).await;
+    let kept_site = self::site(&store).await;
+    let first = endpoint(&store, &site, false).await;
+    let second = endpoint(&store, &site, false).await;
+    let kept = endpoint(&store, &kept_site, false).await;
+    // Each endpoint: one delivery delivered, one pending after a failure.
+    for at in [T0, t(10)] {
+        submit(&store, &site, at).await;
+        submit(&store, &kept_site, at).await;
+    }
+    let claimed = claim(&store, t(20)).await;
+    assert_eq!(claimed.len(), 6);
+    let mut records = Vec::new();
+    for endpoint in [&first, &second, &kept] {
+        let mine: Vec<&ClaimedDelivery> = claimed
+            .iter()
+            .filter(|delivery| delivery.endpoint_id == endpoint.id)
+            .collect();
+        records.push(ok(mine[0], t(30)));
+        records.push(failed(mine[1], t(30), 500, NextStep::RetryAt(t(DAY))));
+    }
+    record(&store, &records).await;
+    for endpoint in [&first, &second, &kept] {
+        assert_eq!(queue_rows(&db, &endpoint.id).await, (2, 2));
+    }
+
+    assert!(
+        store
+            .delete_endpoint(&site.id, &first.id, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(queue_rows(&db, &first.id).await, (0, 0));
+    assert_eq!(queue_rows(&db, &second.id).await, (2, 2));
+
+    assert!(store.delete_site(&site.id).await.unwrap());
+    assert_eq!(queue_rows(&db, &second.id).await, (0, 0));
+    assert_eq!(queue_rows(&db, &kept.id).await, (2, 2));
+
+    // Retention: the delivered event goes with its delivery and attempt;
+    // the pending one's stay.
+    let purged = store.purge_step(t(DAY), 100).await.unwrap();
+    assert_eq!(purged.events, 1);
+    assert_eq!(queue_rows(&db, &kept.id).await, (1, 1));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .await,
+        1
+    );
+    assert_eq!(
+        store.sweep_orphaned_deliveries().await.unwrap(),
+        0,
+        "nothing orphaned is left to sweep"
+    );
+}
+
+/// PostgreSQL's queue has no foreign keys (its migration 0009): a delivery
+/// whose endpoint or event went in a race is possible there, never sent,
+/// and swept with its attempts; nothing else is.
+async fn the_sweep_removes_deliveries_whose_endpoint_or_event_is_gone_and_only_those() {
+    let (db, store) = open(Backend::Postgres).await;
+    let site = site(&store).await;
+    let endpoint = endpoint(&store, &site, false).await;
+    let event = submit(&store, &site, T0).await;
+    let claimed = claim(&store, t(10)).await;
+    let real = claimed[0].id.clone();
+    record(
+        &store,
+        &[failed(&claimed[0], t(10), 500, NextStep::RetryAt(t(20)))],
+    )
+    .await;
+    // As a submission racing the endpoint's deletion, and a resend racing
+    // the event's retention, would leave them.
+    let (endpoint_id, event_id) = (endpoint.id.as_str(), event.id.as_str());
+    db.execute(&format!(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, site_id, event_type, ordering_key, \
+            status, attempts, next_attempt_at, created_at, updated_at) VALUES \
+         ('dl_no_endpoint', '{event_id}', 'wh_deleted', '{}', 'media.created', 'm', 'pending', 1, 0, 0, 0), \
+         ('dl_no_event', 'ev_purged', '{endpoint_id}', '{}', 'media.created', 'm', 'pending', 0, 0, 0, 0); \
+         INSERT INTO delivery_attempts (delivery_id, endpoint_id, attempt, started_at, duration_ms) \
+         VALUES ('dl_no_endpoint', 'wh_deleted', 1, 0, 1)",
+        site.id.as_str(),
+        site.id.as_str()
+    ))
+    .await;
+    let claimed = claim(&store, t(30)).await;
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|delivery| delivery.id.clone())
+            .collect::<Vec<_>>(),
+        [real],
+        "an orphan is never claimed"
+    );
+
+    assert_eq!(store.sweep_orphaned_deliveries().await.unwrap(), 2);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM deliveries WHERE id LIKE 'dl_no_%'")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id = 'dl_no_endpoint'")
+            .await,
+        0
+    );
+    assert_eq!(queue_rows(&db, &endpoint.id).await, (1, 1));
+    assert_eq!(store.sweep_orphaned_deliveries().await.unwrap(), 0);
 }
