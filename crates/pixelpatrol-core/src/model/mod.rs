@@ -21,7 +21,8 @@ pub mod timestamp;
 
 pub use delivery::{
     Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
-    DeliveryStatus, NextStep, Purged, RecoverOutcome, RetryOutcome,
+    DeliveryStatus, FreshClaim, FreshDelivery, NextStep, Purged, RecoverOutcome, RetryOutcome,
+    WrittenDeliveries,
 };
 pub use endpoint::{ALERT_ENDPOINT_ID, Endpoint, EndpointHealthState};
 pub use event::{EventDelivery, EventFilter, EventSummary, NewEvent, ResendOutcome};

@@ -48,7 +48,8 @@ impl BackendStore {
         let targets = [&endpoint];
         let pairs: Vec<(&NewEvent, &[&Endpoint])> =
             events.iter().map(|event| (event, &targets[..])).collect();
-        Self::insert_events(tx, &pairs, None).await
+        Self::insert_events(tx, &pairs, None).await?;
+        Ok(())
     }
 
     /// Folds attempt summaries into their endpoints' health, and returns the
