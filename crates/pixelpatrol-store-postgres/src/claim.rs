@@ -29,7 +29,9 @@
 //!    looked at took most of the database's time); only the chosen rows are
 //!    locked, skipping those another process holds. A row another process
 //!    changed and committed meanwhile (leased, recorded with a later retry,
-//!    its endpoint disabled) is checked again here and left out. Processes
+//!    its endpoint disabled) is checked again here and left out, and so is
+//!    one whose event is gone (no foreign key here, migration 0009: it would
+//!    be leased and never returned). Processes
 //!    searching at once find the same first rows: choosing among more than
 //!    needed, the limit applied after skipping, leaves each of them a full
 //!    batch. The choice is handed over as an array so that the rows are
@@ -113,6 +115,7 @@ impl PostgresStore {
         claim.push(
             ", chosen AS (SELECT seq FROM deliveries WHERE status = 'pending' \
              AND endpoint_id IN (SELECT id FROM endpoints WHERE active) \
+             AND EXISTS (SELECT 1 FROM events ev WHERE ev.id = deliveries.event_id) \
              AND next_attempt_at <= ",
         );
         claim
@@ -165,6 +168,7 @@ impl PostgresStore {
                  WHERE d.id = ANY($1) AND d.status = 'pending' AND d.next_attempt_at <= $2 \
                  AND (d.lease_until IS NULL OR d.lease_until < $2) \
                  AND e.active AND NOT e.strict_ordering \
+                 AND EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id) \
                  AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id \
                     AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) \
                  FOR UPDATE OF d SKIP LOCKED), \

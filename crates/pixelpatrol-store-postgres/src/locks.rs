@@ -111,3 +111,17 @@ pub(super) async fn lock_site_members(
         .await?;
     Ok(())
 }
+
+/// The site's row, locked until commit, before its deletion reads what to
+/// delete: a submission writing to the site (its media and event reference
+/// the row) or an endpoint being created for it has committed by then, and
+/// none starts until the deletion is done.
+pub(super) async fn lock_site(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    site_id: &str,
+) -> anyhow::Result<()> {
+    sqlx::query!("SELECT id FROM sites WHERE id = $1 FOR UPDATE", site_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(())
+}

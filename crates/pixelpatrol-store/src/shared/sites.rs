@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::BackendStore;
+use super::{BackendStore, locks};
 use pixelpatrol_core::model::{AuditEntry, RuleGroup, Site, SiteId};
 use pixelpatrol_core::store::Sites;
 use pixelpatrol_store::rows::SiteRow;
@@ -108,19 +108,20 @@ impl Sites for BackendStore {
     async fn delete_site(&self, id: &SiteId) -> anyhow::Result<bool> {
         let id = id.as_str();
         let mut tx = self.write.begin().await?;
+        // The site is locked first (`locks::lock_site`): the endpoints read
+        // next are all it has, and every delivery a submission wrote for them
+        // is committed and seen by the deletes below.
+        locks::lock_site(&mut tx, id).await?;
         let endpoints = sqlx::query_scalar!("SELECT id FROM endpoints WHERE site_id = $1", id)
             .fetch_all(&mut *tx)
-            .await?;
-        // The site's endpoints, media and events go by cascade. The site goes
-        // first: a submission in flight holds its row (the media and the
-        // event reference it), so that the deliveries it wrote are committed,
-        // and seen, before the queue is deleted.
-        let result = sqlx::query!("DELETE FROM sites WHERE id = $1", id)
-            .execute(&mut *tx)
             .await?;
         for endpoint_id in &endpoints {
             Self::delete_queue_of_endpoint(&mut tx, endpoint_id).await?;
         }
+        // Its endpoints, media and events go by cascade.
+        let result = sqlx::query!("DELETE FROM sites WHERE id = $1", id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }

@@ -70,6 +70,9 @@ pub struct Deliverer {
     fresh_ready: Notify,
     /// Whether a worker runs in this process to take them.
     worker_running: std::sync::atomic::AtomicBool,
+    /// Counts wake-ups of the worker: the recorder compares it across a
+    /// record to learn whether work was committed meanwhile.
+    wakes: std::sync::atomic::AtomicU64,
     health: HealthPolicy,
     per_endpoint_metrics: bool,
     maintenance_interval: Duration,
@@ -98,6 +101,7 @@ impl Deliverer {
             fresh: std::sync::Mutex::default(),
             fresh_ready: Notify::new(),
             worker_running: std::sync::atomic::AtomicBool::new(false),
+            wakes: std::sync::atomic::AtomicU64::new(0),
             health: HealthPolicy {
                 failing_after: config.failing_after.max(1),
                 alert_endpoint_id: config
@@ -132,8 +136,14 @@ impl Deliverer {
     /// Tells the worker that deliveries were committed and may be due now,
     /// and the workers of the other processes on the database too.
     pub fn wake(&self) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.wake.notify_one();
         self.announce.notify_one();
+    }
+
+    /// How many times [`Self::wake`] was called so far.
+    fn wake_count(&self) -> u64 {
+        self.wakes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Hands a submission's deliveries to this process's worker: those that

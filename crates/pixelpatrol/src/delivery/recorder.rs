@@ -22,7 +22,7 @@ pub(super) const RECORD_BACKLOG: usize = RECORD_BATCH * 4;
 const HEALTH_FLUSH: Duration = Duration::from_millis(250);
 
 /// Writes attempt records in batches (one transaction for all that queued up
-/// meanwhile) and wakes the worker, since each write can unblock a lane; and
+/// meanwhile) and wakes the worker when a write may have unblocked a lane; and
 /// every `HEALTH_FLUSH` (at once after a 410 Gone, which disables), folds
 /// what was recorded into endpoint health.
 ///
@@ -52,14 +52,18 @@ pub(super) async fn write_records(
         let retrying = batch
             .iter()
             .any(|record| matches!(record.next, NextStep::RetryAt(_)));
+        let wakes_before = deliverer.wake_count();
         let unblocked = write_batch(&deliverer, &records, &mut batch).await;
         unfolded = true;
         batch.clear();
-        // A claim now finds work only if a lane's next delivery was freed or
-        // a retry was scheduled (it may be due at once); most batches free
-        // neither, and a claim that finds nothing still costs the database
-        // a search (at 1,500 deliveries a second, most of its time).
-        if unblocked || retrying {
+        // The worker claims again when a lane's next delivery was freed, a
+        // retry was scheduled (it may be due at once), or work was committed
+        // while this record was written (a claim woken by it may have run
+        // before the record freed its lane, and the record may not have seen
+        // it). Most batches do none of these, and a claim that finds nothing
+        // still costs the database a search: at 1,500 deliveries a second,
+        // waking after every batch took most of its time.
+        if unblocked || retrying || deliverer.wake_count() != wakes_before {
             deliverer.wake_worker();
         }
         if gone || tokio::time::Instant::now() >= next_flush {

@@ -68,6 +68,7 @@ impl Slots {
     /// Leases and sends the deliveries handed over by this process's
     /// submissions (`Deliverer::hand_over`) as they come, beside the claim
     /// loop (which may be in the middle of a claim): each takes a slot first,
+    /// and the claim loop keeps only what still fits when its claim returns,
     /// so the caps hold; what finds no room, or is no longer due (another
     /// process took it, its endpoint was disabled), is left to the claims.
     async fn send_fresh(
@@ -82,7 +83,7 @@ impl Slots {
                 _ = deliverer.fresh_ready.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
-            loop {
+            while !shutdown.is_cancelled() {
                 let fresh = deliverer.take_fresh(FRESH_BATCH);
                 if fresh.is_empty() {
                     break;
@@ -136,6 +137,11 @@ impl Slots {
                         in_flight.give_back(&delivery.endpoint_id);
                         left_over = true;
                     }
+                }
+                if left_over {
+                    // A slot given back without a send: the claim loop may
+                    // be waiting for one.
+                    self.slot_freed.notify_one();
                 }
                 for delivery in claimed {
                     self.start_sending(&deliverer, &tasks, &records, delivery);
@@ -237,16 +243,16 @@ impl Worker {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::error!(error = ?error, "claiming deliveries failed");
-                    Some(0)
+                    Some((0, false))
                 }
             };
             match claimed {
                 // Full batch: there is probably more, claim again at once.
-                Some(count) if count == self.claim_batch => continue,
-                Some(_) => {
+                Some((count, _)) if count == self.claim_batch => continue,
+                Some((_, held_back)) => {
                     // A freed slot is a reason to claim only when room held
                     // the last claim back; otherwise it would find nothing.
-                    let held_back = self.held_back_by_room();
+                    let held_back = held_back || self.held_back_by_room();
                     let woken = tokio::select! {
                         _ = self.deliverer.wake.notified() => true,
                         _ = self.slot_freed.notified(), if held_back => true,
@@ -257,10 +263,12 @@ impl Worker {
                         self.linger().await;
                     }
                 }
-                // No free slot: wait for one.
+                // No free slot: wait for one (or the poll, should a slot be
+                // given back without a send behind it).
                 None => {
                     tokio::select! {
                         _ = self.slot_freed.notified() => self.linger().await,
+                        _ = tokio::time::sleep(self.poll_interval) => {}
                         _ = shutdown.cancelled() => {}
                     }
                 }
@@ -271,6 +279,11 @@ impl Worker {
             .worker_running
             .store(false, std::sync::atomic::Ordering::Release);
         let _ = fresh.await;
+        // Hand-overs this worker will not take: the other processes hear of
+        // them (they are in the database, unleased).
+        if !self.deliverer.take_fresh(usize::MAX).is_empty() {
+            self.deliverer.wake();
+        }
         let mut tasks = std::mem::take(&mut *tasks.lock().expect("tasks lock"));
         let drained = tokio::time::timeout(self.shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
@@ -330,12 +343,14 @@ impl Worker {
     }
 
     /// Claims as many due deliveries as there are free slots and starts
-    /// sending them. `None` when every slot is taken.
+    /// sending them: how many were claimed, and whether room held the claim
+    /// back (due work may be left for a freed slot). `None` when every slot
+    /// is taken.
     async fn try_claim_and_send(
         &self,
         tasks: &Tasks,
         records: &mpsc::Sender<AttemptRecord>,
-    ) -> anyhow::Result<Option<usize>> {
+    ) -> anyhow::Result<Option<(usize, bool)>> {
         let (free, saturated, endpoint_room) = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
             let free = self.max_in_flight.saturating_sub(in_flight.total);
@@ -368,16 +383,51 @@ impl Worker {
             })
             .await?;
         let count = batch.len();
-        let slots = self.slots();
+        let limit = free.min(self.claim_batch);
+        // Room may have been taken by hand-overs while the claim was out
+        // (`Slots::send_fresh`): what no longer fits is given back, due at
+        // once, so the caps hold.
+        let mut held_back = (count == limit && limit < self.claim_batch) || !saturated.is_empty();
+        let mut sending = Vec::with_capacity(count);
+        let mut over = Vec::new();
         {
             let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-            for delivery in &batch {
-                in_flight.take(&delivery.endpoint_id);
+            for delivery in batch {
+                let to_endpoint = in_flight
+                    .per_endpoint
+                    .get(&delivery.endpoint_id)
+                    .copied()
+                    .unwrap_or(0);
+                if in_flight.total < self.max_in_flight && to_endpoint < self.max_per_endpoint {
+                    in_flight.take(&delivery.endpoint_id);
+                    sending.push(delivery);
+                } else {
+                    over.push((delivery.id, delivery.lease_token));
+                }
             }
         }
-        for delivery in batch {
+        // An endpoint given all the room it had may have more due.
+        let mut per_endpoint: HashMap<&EndpointId, usize> = HashMap::new();
+        for delivery in &sending {
+            *per_endpoint.entry(&delivery.endpoint_id).or_default() += 1;
+        }
+        held_back |= per_endpoint.iter().any(|(endpoint, taken)| {
+            let room = endpoint_room
+                .iter()
+                .find(|(id, _)| id == *endpoint)
+                .map_or(self.max_per_endpoint, |(_, room)| *room as usize);
+            *taken >= room
+        });
+        if !over.is_empty() {
+            held_back = true;
+            if let Err(error) = self.deliverer.store.release_leases(&over).await {
+                tracing::warn!(error = ?error, "giving back claimed deliveries without room failed; they are due when their lease ends");
+            }
+        }
+        let slots = self.slots();
+        for delivery in sending {
             slots.start_sending(&self.deliverer, tasks, records, delivery);
         }
-        Ok(Some(count))
+        Ok(Some((count, held_back)))
     }
 }

@@ -2212,13 +2212,22 @@ async fn deleting_an_endpoint_a_site_or_expired_events_leaves_no_delivery_or_att
             .iter()
             .filter(|delivery| delivery.endpoint_id == endpoint.id)
             .collect();
-        records.push(ok(mine[0], t(30)));
+        if endpoint.id == kept.id {
+            // Delivered at the second attempt: two attempts to purge.
+            records.push(failed(mine[0], t(21), 500, NextStep::RetryAt(t(22))));
+        } else {
+            records.push(ok(mine[0], t(30)));
+        }
         records.push(failed(mine[1], t(30), 500, NextStep::RetryAt(t(DAY))));
     }
     record(&store, &records).await;
-    for endpoint in [&first, &second, &kept] {
+    let again = claim(&store, t(22)).await;
+    assert_eq!(again.len(), 1);
+    record(&store, &[ok(&again[0], t(23))]).await;
+    for endpoint in [&first, &second] {
         assert_eq!(queue_rows(&db, &endpoint.id).await, (2, 2));
     }
+    assert_eq!(queue_rows(&db, &kept.id).await, (2, 3));
 
     assert!(
         store
@@ -2231,12 +2240,13 @@ async fn deleting_an_endpoint_a_site_or_expired_events_leaves_no_delivery_or_att
 
     assert!(store.delete_site(&site.id).await.unwrap());
     assert_eq!(queue_rows(&db, &second.id).await, (0, 0));
-    assert_eq!(queue_rows(&db, &kept.id).await, (2, 2));
+    assert_eq!(queue_rows(&db, &kept.id).await, (2, 3));
 
-    // Retention: the delivered event goes with its delivery and attempt;
+    // Retention, one of each at a time: the oldest finished attempt goes by
+    // age; the delivered event goes with its delivery and its other attempt;
     // the pending one's stay.
-    let purged = store.purge_step(t(DAY), 100).await.unwrap();
-    assert_eq!(purged.events, 1);
+    let purged = store.purge_step(t(DAY), 1).await.unwrap();
+    assert_eq!((purged.attempts, purged.events), (1, 1));
     assert_eq!(queue_rows(&db, &kept.id).await, (1, 1));
     assert_eq!(
         db.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
@@ -2422,9 +2432,17 @@ async fn a_fresh_claim_leases_by_id_only_due_unheld_lane_heads_of_active_endpoin
         "nothing waits behind the lane's last delivery"
     );
     // A strict endpoint is one lane: its head's record frees the next (the
-    // claim at t(30) leased the head; that lease has run out).
+    // claim at t(30) leased the head; that lease has run out), even one of
+    // another item: a second item's delivery waits behind the first's.
+    let second = submit(&store, &site, t(200)).await;
     let later = t(30 + LEASE);
-    let head = claim(&store, later.plus_ms(1)).await;
+    let strict_of = |claimed: Vec<ClaimedDelivery>| -> Vec<ClaimedDelivery> {
+        claimed
+            .into_iter()
+            .filter(|delivery| delivery.endpoint_id == strict.id)
+            .collect()
+    };
+    let head = strict_of(claim(&store, later.plus_ms(1)).await);
     assert_eq!(pairs(&head), [(strict.id.clone(), created.id.clone())]);
     assert!(
         store
@@ -2432,9 +2450,19 @@ async fn a_fresh_claim_leases_by_id_only_due_unheld_lane_heads_of_active_endpoin
             .await
             .unwrap()
     );
-    let next = claim(&store, later.plus_ms(3)).await;
+    let next = strict_of(claim(&store, later.plus_ms(3)).await);
     assert_eq!(next.len(), 1);
-    let retry = failed(&next[0], later.plus_ms(4), 500, NextStep::RetryAt(t(HOUR)));
+    assert_ne!(next[0].event_id, second.id);
+    assert!(
+        store
+            .record_attempts(&[ok(&next[0], later.plus_ms(4))])
+            .await
+            .unwrap(),
+        "the next of the strict lane is another item's"
+    );
+    let last = strict_of(claim(&store, later.plus_ms(5)).await);
+    assert_eq!(pairs(&last), [(strict.id.clone(), second.id.clone())]);
+    let retry = failed(&last[0], later.plus_ms(6), 500, NextStep::RetryAt(t(HOUR)));
     assert!(
         !store.record_attempts(&[retry]).await.unwrap(),
         "a retry keeps its lane"
