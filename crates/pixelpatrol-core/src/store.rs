@@ -26,10 +26,9 @@ use crate::model::{
 };
 use crate::model::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DecideOutcome, DecisionRecord, Delivery,
-    DeliveryFilter, Endpoint, EventFilter, EventSummary, FreshClaim, HealthChange, HealthFigures,
-    HealthPolicy, HealthSummary, Media, MediaFilter, MediaId, MediaStatus, ModerationJob, NewEvent,
-    Purged, RecoverOutcome, ResendOutcome, RetryOutcome, RuleGroup, RuleGroupId, Site, SiteId,
-    Timestamp, WrittenDeliveries,
+    DeliveryFilter, Endpoint, EventFilter, EventSummary, HealthChange, HealthFigures, HealthPolicy,
+    HealthSummary, Media, MediaFilter, MediaId, MediaStatus, ModerationJob, NewEvent, Purged,
+    RecoverOutcome, ResendOutcome, RetryOutcome, RuleGroup, RuleGroupId, Site, SiteId, Timestamp,
 };
 
 pub type DynStore = Arc<dyn Store>;
@@ -330,14 +329,12 @@ pub trait RuleGroups: Send + Sync {
 pub trait MediaStore: Send + Sync {
     /// Writes the media item, its `media.created` event and the deliveries in
     /// one transaction, and its analysis job when `analyze` is set.
-    /// Returns the deliveries written, those first in their lane at once
-    /// apart ([`WrittenDeliveries`]).
     async fn create_media(
         &self,
         media: &Media,
         event: &NewEvent,
         analyze: bool,
-    ) -> anyhow::Result<WrittenDeliveries>;
+    ) -> anyhow::Result<()>;
     async fn get_media(&self, id: &MediaId) -> anyhow::Result<Option<Media>>;
     /// A site's media, newest first.
     async fn list_media(
@@ -412,18 +409,8 @@ pub trait Outbox: Send + Sync {
         &self,
         request: ClaimRequest<'_>,
     ) -> anyhow::Result<Vec<ClaimedDelivery>>;
-    /// Leases the deliveries named (by key, no search) that are still due,
-    /// unleased, first in their lane and of an active endpoint without strict
-    /// ordering; the others are left for [`Self::claim_deliveries`].
-    async fn claim_fresh_deliveries(
-        &self,
-        request: FreshClaim<'_>,
-    ) -> anyhow::Result<Vec<ClaimedDelivery>>;
     /// Records attempts and moves their deliveries on, in one transaction.
-    /// Whether one of them finished (succeeded or died) with a later
-    /// delivery of its lane waiting, now free to go: only then does the
-    /// worker have a reason to claim at once.
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<bool>;
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()>;
     /// Gives leased deliveries back without an attempt (graceful shutdown).
     async fn release_leases(&self, leases: &[(DeliveryId, LeaseToken)]) -> anyhow::Result<()>;
 }

@@ -47,7 +47,7 @@ use sqlx::QueryBuilder;
 
 use super::claim_parts::{RANKED, push_choice, push_skipped};
 use super::{Db, PostgresStore};
-use pixelpatrol_core::model::{ClaimRequest, ClaimedDelivery, FreshClaim};
+use pixelpatrol_core::model::{ClaimRequest, ClaimedDelivery};
 use pixelpatrol_store::rows::{CLAIMED_COLUMNS, ClaimedRow};
 
 /// The condition that picks endpoint `e`'s first pending delivery (as `p`).
@@ -144,48 +144,6 @@ impl PostgresStore {
         let rows: Vec<ClaimedRow> = claim
             .build_query_as()
             .persistent(false)
-            .fetch_all(&self.write)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| row.into_claimed(request.lease_token))
-            .collect())
-    }
-
-    /// The claim of deliveries named by id (`Outbox::claim_fresh_deliveries`):
-    /// found by key, checked as the claim checks them (due, unleased, first in
-    /// their lane, their endpoint active and not strict), locked skipping any
-    /// another process holds, leased and returned in one statement. Its text
-    /// never changes, so it is prepared once per connection.
-    pub(super) async fn claim_fresh(
-        &self,
-        request: FreshClaim<'_>,
-    ) -> anyhow::Result<Vec<ClaimedDelivery>> {
-        static FRESH_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "WITH chosen AS (SELECT d.seq FROM deliveries d \
-                 JOIN endpoints e ON e.id = d.endpoint_id \
-                 WHERE d.id = ANY($1) AND d.status = 'pending' AND d.next_attempt_at <= $2 \
-                 AND (d.lease_until IS NULL OR d.lease_until < $2) \
-                 AND e.active AND NOT e.strict_ordering \
-                 AND EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id) \
-                 AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id \
-                    AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.seq < d.seq) \
-                 FOR UPDATE OF d SKIP LOCKED), \
-                 claimed AS (UPDATE deliveries SET lease_until = $3, lease_token = $4 \
-                 WHERE seq IN (SELECT seq FROM chosen) \
-                 RETURNING seq, id, event_id, event_type, endpoint_id, attempts) \
-                 SELECT {CLAIMED_COLUMNS} FROM claimed d \
-                 JOIN endpoints e ON e.id = d.endpoint_id \
-                 JOIN events ev ON ev.id = d.event_id ORDER BY d.seq"
-            )
-        });
-        let ids: Vec<&str> = request.ids.iter().map(|id| id.as_str()).collect();
-        let rows: Vec<ClaimedRow> = sqlx::query_as(FRESH_CLAIM.as_str())
-            .bind(&ids)
-            .bind(request.now.millis())
-            .bind(request.lease_until.millis())
-            .bind(request.lease_token.as_str())
             .fetch_all(&self.write)
             .await?;
         Ok(rows

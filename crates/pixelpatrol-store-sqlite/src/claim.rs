@@ -26,7 +26,7 @@ use sqlx::QueryBuilder;
 
 use super::claim_parts::{RANKED, push_choice, push_skipped};
 use super::{Db, SqliteStore};
-use pixelpatrol_core::model::{ClaimRequest, ClaimedDelivery, FreshClaim, LeaseToken, Timestamp};
+use pixelpatrol_core::model::{ClaimRequest, ClaimedDelivery};
 use pixelpatrol_store::rows::{CLAIMED_COLUMNS, ClaimedRow};
 
 impl SqliteStore {
@@ -88,71 +88,18 @@ impl SqliteStore {
             .persistent(false)
             .fetch_all(&self.write)
             .await?;
-        self.fetch_claimed(request.lease_token, request.now, &seqs)
-            .await
-    }
-
-    /// The claim of deliveries named by id (`Outbox::claim_fresh_deliveries`):
-    /// found by key, checked as the claim checks them (due, unleased, first
-    /// in their lane, their endpoint active and not strict), leased (due
-    /// again when the lease ends, as every claim here) and read like a claim.
-    pub(super) async fn claim_fresh(
-        &self,
-        request: FreshClaim<'_>,
-    ) -> anyhow::Result<Vec<ClaimedDelivery>> {
-        let mut claim = QueryBuilder::<Db>::new("UPDATE deliveries SET lease_until = ");
-        claim
-            .push_bind(request.lease_until.millis())
-            .push(", next_attempt_at = ")
-            .push_bind(request.lease_until.millis())
-            .push(", lease_token = ")
-            .push_bind(request.lease_token.as_str())
-            .push(" WHERE id IN (");
-        let mut ids = claim.separated(", ");
-        for id in request.ids {
-            ids.push_bind(id.as_str());
-        }
-        claim
-            .push(") AND status = 'pending' AND next_attempt_at <= ")
-            .push_bind(request.now.millis())
-            .push(" AND (lease_until IS NULL OR lease_until < ")
-            .push_bind(request.now.millis())
-            .push(
-                ") AND endpoint_id IN (SELECT id FROM endpoints WHERE active AND NOT strict_ordering) \
-                 AND NOT EXISTS (SELECT 1 FROM deliveries p \
-                    WHERE p.endpoint_id = deliveries.endpoint_id \
-                    AND p.ordering_key = deliveries.ordering_key \
-                    AND p.status = 'pending' AND p.seq < deliveries.seq) RETURNING seq",
-            );
-        let seqs: Vec<i64> = claim
-            .build_query_scalar()
-            .persistent(false)
-            .fetch_all(&self.write)
-            .await?;
-        self.fetch_claimed(request.lease_token, request.now, &seqs)
-            .await
-    }
-
-    /// What sending the leased `seqs` needs; if it cannot be read, they are
-    /// released (due at once) rather than left until their lease ends.
-    async fn fetch_claimed(
-        &self,
-        lease_token: &LeaseToken,
-        now: Timestamp,
-        seqs: &[i64],
-    ) -> anyhow::Result<Vec<ClaimedDelivery>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        match self.read_claimed(lease_token, seqs).await {
+        match self.read_claimed(&request, &seqs).await {
             Ok(rows) => Ok(rows
                 .into_iter()
-                .map(|row| row.into_claimed(lease_token))
+                .map(|row| row.into_claimed(request.lease_token))
                 .collect()),
             Err(error) => {
                 // Nobody will send these: due again at once rather than when
                 // the lease runs out.
-                if let Err(release_error) = self.release_unread(lease_token, now, seqs).await {
+                if let Err(release_error) = self.release_unread(&request, &seqs).await {
                     tracing::warn!(error = ?release_error, "releasing unread claims failed; they are retried when their lease ends");
                 }
                 Err(error).context("reading the claimed deliveries")
@@ -163,7 +110,7 @@ impl SqliteStore {
     /// What sending the claimed deliveries needs, from a reader.
     async fn read_claimed(
         &self,
-        lease_token: &LeaseToken,
+        request: &ClaimRequest<'_>,
         seqs: &[i64],
     ) -> Result<Vec<ClaimedRow>, sqlx::Error> {
         let mut details = QueryBuilder::<Db>::new(format!(
@@ -172,7 +119,7 @@ impl SqliteStore {
              JOIN events ev ON ev.id = d.event_id WHERE d.lease_token = "
         ));
         details
-            .push_bind(lease_token.as_str())
+            .push_bind(request.lease_token.as_str())
             .push(" AND d.seq IN (");
         let mut list = details.separated(", ");
         for seq in seqs {
@@ -188,17 +135,16 @@ impl SqliteStore {
 
     async fn release_unread(
         &self,
-        lease_token: &LeaseToken,
-        now: Timestamp,
+        request: &ClaimRequest<'_>,
         seqs: &[i64],
     ) -> Result<(), sqlx::Error> {
         let mut release = QueryBuilder::<Db>::new(
             "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ",
         );
         release
-            .push_bind(now.millis())
+            .push_bind(request.now.millis())
             .push(" WHERE lease_token = ")
-            .push_bind(lease_token.as_str())
+            .push_bind(request.lease_token.as_str())
             .push(" AND seq IN (");
         let mut list = release.separated(", ");
         for seq in seqs {

@@ -6,20 +6,15 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use pixelpatrol_core::model::{Media, NewEvent, WrittenDeliveries};
+use pixelpatrol_core::model::{Media, NewEvent};
 
 /// A submission: the item, its `media.created` event, whether to queue analysis.
 pub type NewMedia = (Media, NewEvent, bool);
-type MediaRequest = (NewMedia, oneshot::Sender<Result<WrittenDeliveries, String>>);
+type MediaRequest = (NewMedia, oneshot::Sender<Result<(), String>>);
 
-/// Writes a group of submissions in one transaction; returns, per item, its
-/// deliveries that may be sent at once.
+/// Writes a group of submissions in one transaction.
 pub type WriteMedia = Arc<
-    dyn Fn(
-            Vec<NewMedia>,
-        ) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<WrittenDeliveries>>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn(Vec<NewMedia>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync,
 >;
 
 /// Group commit for submissions: a commit costs far more than the rows in
@@ -59,18 +54,16 @@ impl MediaBatcher {
                     }
                     let items: Vec<NewMedia> = batch.iter().map(|(item, _)| item.clone()).collect();
                     match write(items).await {
-                        Ok(fresh) => {
-                            for ((_, reply), fresh) in batch.drain(..).zip(fresh) {
-                                let _ = reply.send(Ok(fresh));
+                        Ok(()) => {
+                            for (_, reply) in batch.drain(..) {
+                                let _ = reply.send(Ok(()));
                             }
                         }
                         // One bad item must not fail the others: alone, each
                         // gets its own answer.
                         Err(_) => {
                             for (item, reply) in batch.drain(..) {
-                                let result = write(vec![item])
-                                    .await
-                                    .map(|mut fresh| fresh.pop().unwrap_or_default());
+                                let result = write(vec![item]).await;
                                 let _ = reply.send(result.map_err(|error| format!("{error:#}")));
                             }
                         }
@@ -81,7 +74,7 @@ impl MediaBatcher {
         MediaBatcher { requests }
     }
 
-    pub async fn submit(&self, item: NewMedia) -> anyhow::Result<WrittenDeliveries> {
+    pub async fn submit(&self, item: NewMedia) -> anyhow::Result<()> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send((item, reply))

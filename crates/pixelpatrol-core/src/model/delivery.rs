@@ -147,35 +147,6 @@ pub struct ClaimRequest<'a> {
     pub endpoint_room: &'a [(EndpointId, i64)],
 }
 
-/// A delivery a submission has just written that is first in its lane at
-/// once (the `media.created` of a new item, to an endpoint without strict
-/// ordering): the worker of the process that wrote it may lease it by id
-/// ([`FreshClaim`]) instead of waiting for its next claim to find it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FreshDelivery {
-    pub id: DeliveryId,
-    pub endpoint_id: EndpointId,
-}
-
-/// What a submission wrote to the outbox: the deliveries that may be sent at
-/// once, and how many others wait for a claim (those to endpoints with
-/// strict ordering, whose lane may hold earlier deliveries).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WrittenDeliveries {
-    pub fresh: Vec<FreshDelivery>,
-    pub waiting: usize,
-}
-
-/// Leases the given deliveries, those of them that are still due lane heads
-/// of active endpoints without strict ordering, nobody holding them.
-#[derive(Debug, Clone)]
-pub struct FreshClaim<'a> {
-    pub lease_token: &'a LeaseToken,
-    pub now: Timestamp,
-    pub lease_until: Timestamp,
-    pub ids: &'a [DeliveryId],
-}
-
 /// Outcome of a request to retry a delivery by hand.
 #[derive(Debug)]
 pub enum RetryOutcome {

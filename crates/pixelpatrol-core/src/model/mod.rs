@@ -21,8 +21,7 @@ pub mod timestamp;
 
 pub use delivery::{
     Attempt, AttemptRecord, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
-    DeliveryStatus, FreshClaim, FreshDelivery, NextStep, Purged, RecoverOutcome, RetryOutcome,
-    WrittenDeliveries,
+    DeliveryStatus, NextStep, Purged, RecoverOutcome, RetryOutcome,
 };
 pub use endpoint::{ALERT_ENDPOINT_ID, Endpoint, EndpointHealthState};
 pub use event::{EventDelivery, EventFilter, EventSummary, NewEvent, ResendOutcome};

@@ -11,9 +11,8 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db};
 use pixelpatrol_core::model::{
-    AuditEntry, DecideOutcome, DecisionRecord, Endpoint, FreshDelivery, Media, MediaFilter,
-    MediaId, MediaStatus, ModerationJob, NewEvent, RuleGroupId, SiteId, Timestamp,
-    WrittenDeliveries,
+    AuditEntry, DecideOutcome, DecisionRecord, Endpoint, Media, MediaFilter, MediaId, MediaStatus,
+    ModerationJob, NewEvent, RuleGroupId, SiteId, Timestamp,
 };
 use pixelpatrol_core::store::MediaStore;
 use pixelpatrol_store::batcher::NewMedia;
@@ -24,14 +23,11 @@ const MEDIA_CHUNK: usize = 1000;
 
 impl BackendStore {
     /// Writes media items with their `media.created` events and deliveries,
-    /// all in one transaction; returns, per item, its deliveries that are
-    /// first in their lane at once: an item is new, so each of its
-    /// deliveries is, unless its endpoint orders strictly (one lane for all
-    /// its events).
+    /// all in one transaction.
     pub(super) async fn write_media_batch(
         pool: &sqlx::Pool<Db>,
         items: &[NewMedia],
-    ) -> anyhow::Result<Vec<WrittenDeliveries>> {
+    ) -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
         for chunk in items.chunks(MEDIA_CHUNK) {
             let mut insert = QueryBuilder::<Db>::new(
@@ -98,26 +94,9 @@ impl BackendStore {
             .zip(&targets)
             .map(|((_, event, _), endpoints)| (event, endpoints.as_slice()))
             .collect();
-        let ids = Self::insert_events(&mut tx, &events, None).await?;
+        Self::insert_events(&mut tx, &events, None).await?;
         tx.commit().await?;
-        Ok(ids
-            .into_iter()
-            .zip(&targets)
-            .map(|(ids, endpoints)| {
-                let mut written = WrittenDeliveries::default();
-                for (id, endpoint) in ids.into_iter().zip(endpoints) {
-                    if endpoint.strict_ordering {
-                        written.waiting += 1;
-                    } else {
-                        written.fresh.push(FreshDelivery {
-                            id,
-                            endpoint_id: endpoint.id.clone(),
-                        });
-                    }
-                }
-                written
-            })
-            .collect())
+        Ok(())
     }
 }
 
@@ -128,7 +107,7 @@ impl MediaStore for BackendStore {
         media: &Media,
         event: &NewEvent,
         analyze: bool,
-    ) -> anyhow::Result<WrittenDeliveries> {
+    ) -> anyhow::Result<()> {
         self.media_batcher
             .submit((media.clone(), event.clone(), analyze))
             .await

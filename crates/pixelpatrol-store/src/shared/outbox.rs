@@ -8,8 +8,8 @@ use sqlx::QueryBuilder;
 
 use super::{BackendStore, Db, locks};
 use pixelpatrol_core::model::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryId, DeliveryStatus, Endpoint, FreshClaim,
-    LeaseToken, NewEvent, NextStep, Timestamp,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryId, DeliveryStatus, Endpoint, LeaseToken,
+    NewEvent, NextStep, Timestamp,
 };
 use pixelpatrol_core::store::Outbox;
 use pixelpatrol_store::rows::ATTEMPT_COLUMNS;
@@ -37,18 +37,16 @@ impl BackendStore {
         endpoints: &[&Endpoint],
         leased: Option<(&str, &str, i64)>,
     ) -> anyhow::Result<()> {
-        Self::insert_events(tx, &[(event, endpoints)], leased).await?;
-        Ok(())
+        Self::insert_events(tx, &[(event, endpoints)], leased).await
     }
 
     /// Writes events and their deliveries with a few multi-row statements,
-    /// inside the caller's transaction; returns each event's delivery ids,
-    /// in the order of its endpoints.
+    /// inside the caller's transaction.
     pub(super) async fn insert_events(
         tx: &mut sqlx::Transaction<'static, Db>,
         events: &[(&NewEvent, &[&Endpoint])],
         leased: Option<(&str, &str, i64)>,
-    ) -> anyhow::Result<Vec<Vec<DeliveryId>>> {
+    ) -> anyhow::Result<()> {
         Self::insert_events_with(tx, events, leased, true).await
     }
 
@@ -59,7 +57,7 @@ impl BackendStore {
         events: &[(&NewEvent, &[&Endpoint])],
         leased: Option<(&str, &str, i64)>,
         write_event_rows: bool,
-    ) -> anyhow::Result<Vec<Vec<DeliveryId>>> {
+    ) -> anyhow::Result<()> {
         locks::lock_strict_endpoints(tx, events).await?;
         for chunk in events.chunks(EVENT_CHUNK).filter(|_| write_event_rows) {
             let mut insert = QueryBuilder::<Db>::new(
@@ -76,26 +74,10 @@ impl BackendStore {
             });
             insert.build().persistent(false).execute(&mut **tx).await?;
         }
-        let ids: Vec<Vec<DeliveryId>> = events
+        let deliveries: Vec<(&NewEvent, &Endpoint)> = events
             .iter()
-            .map(|(_, endpoints)| {
-                endpoints
-                    .iter()
-                    .map(|_| match leased {
-                        Some((delivery_id, _, _)) => DeliveryId::from(delivery_id),
-                        None => DeliveryId::generate(),
-                    })
-                    .collect()
-            })
-            .collect();
-        let deliveries: Vec<(&NewEvent, &Endpoint, &DeliveryId)> = events
-            .iter()
-            .zip(&ids)
-            .flat_map(|((event, endpoints), ids)| {
-                endpoints
-                    .iter()
-                    .zip(ids)
-                    .map(move |(endpoint, id)| (*event, *endpoint, id))
+            .flat_map(|(event, endpoints)| {
+                endpoints.iter().map(move |endpoint| (*event, *endpoint))
             })
             .collect();
         for chunk in deliveries.chunks(DELIVERY_CHUNK) {
@@ -104,9 +86,13 @@ impl BackendStore {
                  ordering_key, status, attempts, next_attempt_at, lease_until, lease_token, \
                  created_at, updated_at) ",
             );
-            insert.push_values(chunk, |mut values, (event, endpoint, id)| {
+            insert.push_values(chunk, |mut values, (event, endpoint)| {
+                let id = match leased {
+                    Some((delivery_id, _, _)) => delivery_id.to_string(),
+                    None => DeliveryId::generate().into_string(),
+                };
                 values
-                    .push_bind(id.as_str())
+                    .push_bind(id)
                     .push_bind(event.id.as_str())
                     .push_bind(endpoint.id.as_str())
                     .push_bind(event.site_id.as_str())
@@ -122,7 +108,7 @@ impl BackendStore {
             });
             insert.build().persistent(false).execute(&mut **tx).await?;
         }
-        Ok(ids)
+        Ok(())
     }
 }
 
@@ -170,19 +156,9 @@ impl Outbox for BackendStore {
         self.claim(request).await
     }
 
-    async fn claim_fresh_deliveries(
-        &self,
-        request: FreshClaim<'_>,
-    ) -> anyhow::Result<Vec<ClaimedDelivery>> {
-        if request.ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.claim_fresh(request).await
-    }
-
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<bool> {
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> anyhow::Result<()> {
         if records.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         let mut tx = self.write.begin().await?;
         // One statement moves every delivery on. Only the lease holder does:
@@ -211,23 +187,9 @@ impl Outbox for BackendStore {
                 .push_bind(last_error)
                 .push_bind(record.started_at.plus_ms(record.duration_ms).millis());
         });
-        // Each moved delivery says whether it let a later one of its lane go
-        // (one index seek each: the lane's, or the strict endpoint's).
-        update.push(
-            ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2 \
-             RETURNING deliveries.status <> 'pending' AND (\
-                EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = deliveries.endpoint_id \
-                    AND p.ordering_key = deliveries.ordering_key AND p.status = 'pending' \
-                    AND p.seq > deliveries.seq) \
-                OR EXISTS (SELECT 1 FROM endpoints e JOIN deliveries p ON p.endpoint_id = e.id \
-                    WHERE e.id = deliveries.endpoint_id AND e.strict_ordering \
-                    AND p.status = 'pending' AND p.seq > deliveries.seq))",
-        );
-        let unblocked: Vec<bool> = update
-            .build_query_scalar()
-            .persistent(false)
-            .fetch_all(&mut *tx)
-            .await?;
+        update
+            .push(") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2");
+        update.build().persistent(false).execute(&mut *tx).await?;
         // Attempts whose delivery was deleted meanwhile (its endpoint or site
         // was removed) are dropped, not an error. Written after the update,
         // which waits for a deletion holding the delivery (and then finds
@@ -254,7 +216,7 @@ impl Outbox for BackendStore {
         insert.push(") AS v WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1)");
         insert.build().persistent(false).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(unblocked.into_iter().any(|unblocked| unblocked))
+        Ok(())
     }
 
     async fn release_leases(&self, leases: &[(DeliveryId, LeaseToken)]) -> anyhow::Result<()> {

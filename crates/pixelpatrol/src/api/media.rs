@@ -220,8 +220,8 @@ async fn submit_media(
         state.deliverer.first_attempt_at(now),
     )?;
     let analyze = state.config.auto_moderation;
-    let written = state.store.create_media(&media, &event, analyze).await?;
-    state.deliverer.hand_over(written);
+    state.store.create_media(&media, &event, analyze).await?;
+    state.deliverer.wake();
     if analyze {
         state.moderator.wake();
     }

@@ -35,8 +35,7 @@ use crate::alerts::ALERT_ENDPOINT_ID;
 use crate::config::Config;
 use crate::model::RetrySchedule;
 use crate::model::{
-    AttemptRecord, ClaimedDelivery, EndpointId, FreshDelivery, HealthPolicy, HealthTally, NextStep,
-    Timestamp, WrittenDeliveries,
+    AttemptRecord, ClaimedDelivery, EndpointId, HealthPolicy, HealthTally, NextStep, Timestamp,
 };
 use crate::store::DeliveryStore;
 use crate::util::Heartbeat;
@@ -46,10 +45,6 @@ pub use worker::Worker;
 /// The least time between two signals to the other processes: at most 200
 /// a second, and the first after a quiet spell goes at once.
 const ANNOUNCE_GAP: Duration = Duration::from_millis(5);
-
-/// Handed-over deliveries kept for the worker at most; beyond, they wait
-/// for a claim like any other (they are in the database either way).
-const FRESH_BACKLOG: usize = 8192;
 
 /// What the API needs from delivery: waking the worker when new work was
 /// committed, and sending a delivery right now (the endpoint test).
@@ -64,15 +59,6 @@ pub struct Deliverer {
     announce: Notify,
     /// This process's id in those signals, by which it ignores its own.
     process_id: String,
-    /// Deliveries this process's submissions just wrote that the worker may
-    /// lease by id, without a search ([`Self::hand_over`]).
-    fresh: std::sync::Mutex<Vec<FreshDelivery>>,
-    fresh_ready: Notify,
-    /// Whether a worker runs in this process to take them.
-    worker_running: std::sync::atomic::AtomicBool,
-    /// Counts wake-ups of the worker: the recorder compares it across a
-    /// record to learn whether work was committed meanwhile.
-    wakes: std::sync::atomic::AtomicU64,
     health: HealthPolicy,
     per_endpoint_metrics: bool,
     maintenance_interval: Duration,
@@ -98,10 +84,6 @@ impl Deliverer {
             wake: Notify::new(),
             announce: Notify::new(),
             process_id: crate::util::random_token("proc_", 16),
-            fresh: std::sync::Mutex::default(),
-            fresh_ready: Notify::new(),
-            worker_running: std::sync::atomic::AtomicBool::new(false),
-            wakes: std::sync::atomic::AtomicU64::new(0),
             health: HealthPolicy {
                 failing_after: config.failing_after.max(1),
                 alert_endpoint_id: config
@@ -136,44 +118,8 @@ impl Deliverer {
     /// Tells the worker that deliveries were committed and may be due now,
     /// and the workers of the other processes on the database too.
     pub fn wake(&self) {
-        self.wakes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.wake.notify_one();
         self.announce.notify_one();
-    }
-
-    /// How many times [`Self::wake`] was called so far.
-    fn wake_count(&self) -> u64 {
-        self.wakes.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Hands a submission's deliveries to this process's worker: those that
-    /// may go at once are leased by id, with no search and no wait for the
-    /// next claim (a claim round behind the one running cost a delivery most
-    /// of its latency); the others, and all of them when no worker runs here
-    /// or it has a backlog of these, go the usual way ([`Self::wake`]).
-    pub fn hand_over(&self, written: WrittenDeliveries) {
-        use std::sync::atomic::Ordering;
-        let mut handed = false;
-        if !written.fresh.is_empty() && self.worker_running.load(Ordering::Acquire) {
-            let mut fresh = self.fresh.lock().expect("fresh deliveries lock");
-            if fresh.len() + written.fresh.len() <= FRESH_BACKLOG {
-                fresh.extend(written.fresh.iter().cloned());
-                handed = true;
-            }
-        }
-        if handed {
-            self.fresh_ready.notify_one();
-        }
-        if !handed && !written.fresh.is_empty() || written.waiting > 0 {
-            self.wake();
-        }
-    }
-
-    /// The handed-over deliveries waiting for the worker, up to `limit`.
-    fn take_fresh(&self, limit: usize) -> Vec<FreshDelivery> {
-        let mut fresh = self.fresh.lock().expect("fresh deliveries lock");
-        let take = fresh.len().min(limit);
-        fresh.drain(..take).collect()
     }
 
     /// Wakes this process's worker only (its own bookkeeping freed work it
@@ -246,12 +192,12 @@ impl Deliverer {
         let record = self.record_for(delivery, &outcome);
         self.observe_attempt(delivery, &record);
         let records = std::slice::from_ref(&record);
-        let unblocked = self.store.record_attempts(records).await?;
+        self.store.record_attempts(records).await?;
         // Someone is testing this endpoint: its health shows the outcome now
         // (after the attempts recorded before it).
         self.health_tally.lock().await.add(records);
         self.flush_health().await;
-        if unblocked || !matches!(record.next, NextStep::Succeeded) {
+        if !matches!(record.next, NextStep::Succeeded) {
             self.wake();
         }
         Ok((outcome, record))

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::Deliverer;
 use crate::alerts;
-use crate::model::{AttemptRecord, NextStep};
+use crate::model::AttemptRecord;
 
 /// Records written in one transaction at most.
 const RECORD_BATCH: usize = 512;
@@ -22,7 +22,7 @@ pub(super) const RECORD_BACKLOG: usize = RECORD_BATCH * 4;
 const HEALTH_FLUSH: Duration = Duration::from_millis(250);
 
 /// Writes attempt records in batches (one transaction for all that queued up
-/// meanwhile) and wakes the worker when a write may have unblocked a lane; and
+/// meanwhile) and wakes the worker, since each write can unblock a lane; and
 /// every `HEALTH_FLUSH` (at once after a 410 Gone, which disables), folds
 /// what was recorded into endpoint health.
 ///
@@ -49,23 +49,10 @@ pub(super) async fn write_records(
             break;
         }
         let gone = batch.iter().any(|record| record.status_code == Some(410));
-        let retrying = batch
-            .iter()
-            .any(|record| matches!(record.next, NextStep::RetryAt(_)));
-        let wakes_before = deliverer.wake_count();
-        let unblocked = write_batch(&deliverer, &records, &mut batch).await;
+        write_batch(&deliverer, &records, &mut batch).await;
         unfolded = true;
         batch.clear();
-        // The worker claims again when a lane's next delivery was freed, a
-        // retry was scheduled (it may be due at once), or work was committed
-        // while this record was written (a claim woken by it may have run
-        // before the record freed its lane, and the record may not have seen
-        // it). Most batches do none of these, and a claim that finds nothing
-        // still costs the database a search: at 1,500 deliveries a second,
-        // waking after every batch took most of its time.
-        if unblocked || retrying || deliverer.wake_count() != wakes_before {
-            deliverer.wake_worker();
-        }
+        deliverer.wake_worker();
         if gone || tokio::time::Instant::now() >= next_flush {
             unfolded = !deliverer.flush_health().await;
             next_flush = tokio::time::Instant::now() + HEALTH_FLUSH;
@@ -111,21 +98,20 @@ impl Deliverer {
 }
 
 /// Records one batch, retrying while the database is away; what was
-/// recorded goes into the health tally. Whether a lane's next delivery was
-/// freed (`Outbox::record_attempts`; when unsure, yes).
+/// recorded goes into the health tally.
 async fn write_batch(
     deliverer: &Deliverer,
     records: &mpsc::Receiver<AttemptRecord>,
     batch: &mut Vec<AttemptRecord>,
-) -> bool {
+) {
     let store = &deliverer.store;
     let mut backoff = Duration::from_millis(50);
     let mut failures = 0;
     loop {
         let error = match store.record_attempts(batch).await {
-            Ok(unblocked) => {
+            Ok(()) => {
                 deliverer.health_tally.lock().await.add(batch);
-                return unblocked;
+                return;
             }
             Err(error) => error,
         };
@@ -136,7 +122,7 @@ async fn write_batch(
             let mut refused = Vec::new();
             for record in batch.drain(..) {
                 match store.record_attempts(std::slice::from_ref(&record)).await {
-                    Ok(_) => deliverer
+                    Ok(()) => deliverer
                         .health_tally
                         .lock()
                         .await
@@ -146,21 +132,21 @@ async fn write_batch(
             }
             *batch = refused;
             if batch.is_empty() {
-                return true;
+                return;
             }
             if batch.len() < offered {
                 for record in batch.iter() {
                     tracing::error!(error = ?error, delivery_id = %record.delivery_id, "the database refuses this attempt record; dropping it");
                 }
-                return true;
+                return;
             }
         } else if failures >= 3 && store.get_setting("ping").await.is_ok() {
             tracing::error!(error = ?error, delivery_id = %batch[0].delivery_id, "the database refuses this attempt record; dropping it");
-            return true;
+            return;
         }
         if failures >= 5 && records.is_closed() {
             tracing::error!(error = ?error, count = batch.len(), "recording attempts failed at shutdown; these deliveries will be sent again");
-            return true;
+            return;
         }
         tracing::error!(error = ?error, count = batch.len(), "recording attempts failed; retrying");
         tokio::time::sleep(backoff).await;

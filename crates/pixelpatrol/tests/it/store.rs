@@ -27,7 +27,6 @@ use pixelpatrol::model::{
 use pixelpatrol::model::{
     DeliveryId, EndpointId, EventId, LeaseToken, MediaId, RuleGroupId, SiteId, Timestamp,
 };
-use pixelpatrol::model::{FreshClaim, FreshDelivery, WrittenDeliveries};
 use pixelpatrol::store::DynStore;
 use pixelpatrol::util::{new_id, sha256_hex};
 use pixelpatrol_webhooks::EventType;
@@ -59,7 +58,6 @@ both_backends!(
     media_figures_count_statuses_and_days_per_site,
     an_endpoint_change_writes_its_audit_entry_with_it_and_a_refused_one_none,
     deleting_an_endpoint_a_site_or_expired_events_leaves_no_delivery_or_attempt_behind,
-    a_fresh_claim_leases_by_id_only_due_unheld_lane_heads_of_active_endpoints_without_strict_order,
 );
 
 mod postgres_only {
@@ -2312,159 +2310,4 @@ async fn the_sweep_removes_deliveries_whose_endpoint_or_event_is_gone_and_only_t
     );
     assert_eq!(queue_rows(&db, &endpoint.id).await, (1, 1));
     assert_eq!(store.sweep_orphaned_deliveries().await.unwrap(), 0);
-}
-
-async fn fresh_claim(store: &DynStore, ids: &[DeliveryId], now: Timestamp) -> Vec<ClaimedDelivery> {
-    let token = LeaseToken::generate();
-    store
-        .claim_fresh_deliveries(FreshClaim {
-            lease_token: &token,
-            now,
-            lease_until: now.plus_ms(LEASE),
-            ids,
-        })
-        .await
-        .unwrap()
-}
-
-/// The hand-over path: a submission says which of its deliveries may go at
-/// once, and a claim by id leases those, checked as a claim checks them.
-async fn a_fresh_claim_leases_by_id_only_due_unheld_lane_heads_of_active_endpoints_without_strict_order(
-    backend: Backend,
-) {
-    let (_db, store) = open(backend).await;
-    let site = site(&store).await;
-    let events = [EventType::MediaCreated, EventType::MediaModerated];
-    let plain = add_endpoint(&store, &site, &events, true, false, T0).await;
-    let strict = add_endpoint(&store, &site, &events, true, true, t(1)).await;
-
-    let media = media(&site, t(10));
-    let created = event(&site.id, EventType::MediaCreated, &media.id, t(10), t(10));
-    let written = store.create_media(&media, &created, false).await.unwrap();
-    let fresh_id = deliveries(&store, &plain.id).await[0].id.clone();
-    let strict_id = deliveries(&store, &strict.id).await[0].id.clone();
-    assert_eq!(
-        written,
-        WrittenDeliveries {
-            fresh: vec![FreshDelivery {
-                id: fresh_id.clone(),
-                endpoint_id: plain.id.clone(),
-            }],
-            waiting: 1,
-        },
-        "the strict endpoint's delivery waits for a claim"
-    );
-
-    // Not due yet, then leased once with what sending needs.
-    assert!(
-        fresh_claim(&store, std::slice::from_ref(&fresh_id), t(5))
-            .await
-            .is_empty()
-    );
-    let leased = fresh_claim(&store, &[fresh_id.clone(), strict_id.clone()], t(20)).await;
-    assert_eq!(
-        leased.len(),
-        1,
-        "a strict endpoint's delivery is never taken by id"
-    );
-    assert_eq!(leased[0].id, fresh_id);
-    assert_eq!(leased[0].event_id, created.id);
-    assert_eq!(leased[0].url, plain.url);
-    assert_eq!(leased[0].payload, created.payload);
-    assert!(
-        fresh_claim(&store, std::slice::from_ref(&fresh_id), t(30))
-            .await
-            .is_empty()
-    );
-    assert!(
-        claim(&store, t(30))
-            .await
-            .iter()
-            .all(|delivery| delivery.id != fresh_id),
-        "a delivery leased by id is not claimed again while its lease lives"
-    );
-
-    // Behind an earlier pending delivery of its lane, a delivery waits.
-    review(&store, &site, &media.id, t(40)).await;
-    let moderated_id = deliveries(&store, &plain.id).await[0].id.clone();
-    assert_ne!(moderated_id, fresh_id);
-    assert!(
-        fresh_claim(&store, std::slice::from_ref(&moderated_id), t(50))
-            .await
-            .is_empty()
-    );
-    assert!(
-        store
-            .record_attempts(&[ok(&leased[0], t(60))])
-            .await
-            .unwrap(),
-        "the record says it freed the lane's next delivery"
-    );
-
-    // Its endpoint turned off, it waits too; back on, it goes.
-    let mut off = plain.clone();
-    off.active = false;
-    assert!(
-        store
-            .update_endpoint(&off, true, t(70), None)
-            .await
-            .unwrap()
-    );
-    assert!(
-        fresh_claim(&store, std::slice::from_ref(&moderated_id), t(80))
-            .await
-            .is_empty()
-    );
-    assert!(
-        store
-            .update_endpoint(&plain, true, t(90), None)
-            .await
-            .unwrap()
-    );
-    let leased = fresh_claim(&store, std::slice::from_ref(&moderated_id), t(100)).await;
-    assert_eq!(leased.len(), 1);
-    assert_eq!(leased[0].id, moderated_id);
-    assert!(
-        !store
-            .record_attempts(&[ok(&leased[0], t(110))])
-            .await
-            .unwrap(),
-        "nothing waits behind the lane's last delivery"
-    );
-    // A strict endpoint is one lane: its head's record frees the next (the
-    // claim at t(30) leased the head; that lease has run out), even one of
-    // another item: a second item's delivery waits behind the first's.
-    let second = submit(&store, &site, t(200)).await;
-    let later = t(30 + LEASE);
-    let strict_of = |claimed: Vec<ClaimedDelivery>| -> Vec<ClaimedDelivery> {
-        claimed
-            .into_iter()
-            .filter(|delivery| delivery.endpoint_id == strict.id)
-            .collect()
-    };
-    let head = strict_of(claim(&store, later.plus_ms(1)).await);
-    assert_eq!(pairs(&head), [(strict.id.clone(), created.id.clone())]);
-    assert!(
-        store
-            .record_attempts(&[ok(&head[0], later.plus_ms(2))])
-            .await
-            .unwrap()
-    );
-    let next = strict_of(claim(&store, later.plus_ms(3)).await);
-    assert_eq!(next.len(), 1);
-    assert_ne!(next[0].event_id, second.id);
-    assert!(
-        store
-            .record_attempts(&[ok(&next[0], later.plus_ms(4))])
-            .await
-            .unwrap(),
-        "the next of the strict lane is another item's"
-    );
-    let last = strict_of(claim(&store, later.plus_ms(5)).await);
-    assert_eq!(pairs(&last), [(strict.id.clone(), second.id.clone())]);
-    let retry = failed(&last[0], later.plus_ms(6), 500, NextStep::RetryAt(t(HOUR)));
-    assert!(
-        !store.record_attempts(&[retry]).await.unwrap(),
-        "a retry keeps its lane"
-    );
 }
