@@ -48,8 +48,7 @@ impl BackendStore {
         let targets = [&endpoint];
         let pairs: Vec<(&NewEvent, &[&Endpoint])> =
             events.iter().map(|event| (event, &targets[..])).collect();
-        Self::insert_events(tx, &pairs, None).await?;
-        Ok(())
+        Self::insert_events(tx, &pairs, None).await
     }
 
     /// Folds attempt summaries into their endpoints' health, and returns the

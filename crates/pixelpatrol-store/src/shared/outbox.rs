@@ -193,7 +193,9 @@ impl Outbox for BackendStore {
         // Attempts whose delivery was deleted meanwhile (its endpoint or site
         // was removed) are dropped, not an error. Written after the update,
         // which waits for a deletion holding the delivery (and then finds
-        // nothing): a deletion never leaves an attempt of a delivery behind.
+        // nothing), so a deletion sees the attempts of the records it waited
+        // for. A record whose lease was lost updates nothing and waits for
+        // nobody: its attempt may outlive a deletion, until retention.
         let mut insert = QueryBuilder::<Db>::new(format!(
             "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}, endpoint_id) \
              SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
