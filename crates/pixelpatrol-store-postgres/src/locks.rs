@@ -125,3 +125,12 @@ pub(super) async fn lock_site(
         .await?;
     Ok(())
 }
+
+/// Begins a write transaction. PostgreSQL's row locks (above) keep
+/// concurrent writers apart; SQLite's file of the same name says why it
+/// begins its own differently.
+pub(super) async fn begin_write(
+    pool: &sqlx::Pool<Db>,
+) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+    pool.begin().await
+}

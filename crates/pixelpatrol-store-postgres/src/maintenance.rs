@@ -59,7 +59,7 @@ impl Maintenance for PostgresStore {
     /// index probe each into endpoints and events; the worker runs it
     /// seldom (`delivery::maintenance`).
     async fn sweep_orphaned_deliveries(&self) -> anyhow::Result<u64> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let orphaned = sqlx::query_scalar!(
             "DELETE FROM deliveries d WHERE d.status = 'pending' \
              AND (NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = d.endpoint_id) \

@@ -93,3 +93,16 @@ pub(super) async fn lock_site(
 ) -> anyhow::Result<()> {
     Ok(())
 }
+
+/// Begins a write transaction. IMMEDIATE takes the file's write lock at
+/// once: in this process that changes nothing (the one writer connection
+/// already runs one transaction at a time), but a writer in another process
+/// on the same file (a `pixelpatrol` command beside `serve`) then waits its
+/// turn for the busy timeout. A deferred transaction that reads first would
+/// instead fail busy at its first write whenever the other process committed
+/// after its read: SQLite cannot wait that conflict out.
+pub(super) async fn begin_write(
+    pool: &sqlx::Pool<Db>,
+) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}

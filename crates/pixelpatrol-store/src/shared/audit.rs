@@ -88,7 +88,7 @@ impl BackendStore {
 #[async_trait]
 impl AuditLog for BackendStore {
     async fn record_audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         Self::insert_audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())

@@ -122,7 +122,7 @@ impl DeliveryLog for BackendStore {
         now: Timestamp,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<RetryOutcome> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let row = locks::delivery_for_retry(&mut tx, endpoint_id, delivery_id).await?;
         let Some(row) = row else {
             return Ok(RetryOutcome::NotFound);
@@ -175,7 +175,7 @@ impl DeliveryLog for BackendStore {
         now: Timestamp,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<RecoverOutcome> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         // Dead deliveries keep their place (seq), so lanes replay in their
         // original order. A lane with an attempt in flight is left for
         // later: re-queuing under it could overlap it.
@@ -235,7 +235,7 @@ impl DeliveryLog for BackendStore {
         endpoint_id: Option<&EndpointId>,
         now: Timestamp,
     ) -> anyhow::Result<ResendOutcome> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let (event_text, site_text) = (event_id.as_str(), site_id.as_str());
         let row = sqlx::query_as!(
             StoredEventRow,

@@ -143,7 +143,7 @@ impl Endpoints for BackendStore {
         endpoint: &Endpoint,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let events = join_events(&endpoint.events);
         let id = endpoint.id.as_str();
         let site_id = endpoint.site_id.as_str();
@@ -204,7 +204,7 @@ impl Endpoints for BackendStore {
         now: Timestamp,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let reactivated = set_active && endpoint.active && {
             let id = endpoint.id.as_str();
             let site_id = endpoint.site_id.as_str();
@@ -271,7 +271,7 @@ impl Endpoints for BackendStore {
         id: &EndpointId,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let id = id.as_str();
         let site_id = site_id.as_str();
         let result = sqlx::query!(

@@ -208,7 +208,7 @@ impl EndpointHealth for BackendStore {
         if summaries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let mut changes = Vec::new();
         // Chunks keep each statement under the bound-parameter limits.
         for chunk in summaries.chunks(HEALTH_FOLD_CHUNK) {
@@ -226,7 +226,7 @@ impl EndpointHealth for BackendStore {
         min_dead: i64,
         health: &HealthPolicy,
     ) -> anyhow::Result<Vec<HealthChange>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let window = humantime::format_duration(std::time::Duration::from_millis(
             now.ms_since(failing_since_before).max(0) as u64,
         ))
@@ -264,7 +264,7 @@ impl EndpointHealth for BackendStore {
         target: Option<(&str, &str)>,
         now: Timestamp,
     ) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         match target {
             Some((url, secret)) => {
                 // The operator's own site: not listed, no usable key.

@@ -102,7 +102,7 @@ impl Invitations for BackendStore {
         invitation: &Invitation,
         audit: &AuditEntry,
     ) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let id = invitation.id.as_str();
         let site_id = invitation.site_id.as_ref().map(SiteId::as_str);
         let role = invitation.role.map(|role| role.as_str());
@@ -169,7 +169,7 @@ impl Invitations for BackendStore {
         id: &InvitationId,
         audit: &AuditEntry,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let site_id = site_id.map(SiteId::as_str);
         let id = id.as_str();
         let revoked = sqlx::query!(
@@ -194,7 +194,7 @@ impl Invitations for BackendStore {
         new_user: &User,
         now: Timestamp,
     ) -> anyhow::Result<AcceptOutcome> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let Some(invitation) = Self::usable_invitation_in(&mut *tx, token_hash, now).await? else {
             return Ok(AcceptOutcome::Invalid);
         };

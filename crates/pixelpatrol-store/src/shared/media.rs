@@ -28,7 +28,7 @@ impl BackendStore {
         pool: &sqlx::Pool<Db>,
         items: &[NewMedia],
     ) -> anyhow::Result<()> {
-        let mut tx = pool.begin().await?;
+        let mut tx = super::locks::begin_write(pool).await?;
         for chunk in items.chunks(MEDIA_CHUNK) {
             let mut insert = QueryBuilder::<Db>::new(
                 "INSERT INTO media (id, site_id, app_media_id, content_type, content_url, body, \
@@ -219,7 +219,7 @@ impl MediaStore for BackendStore {
         job: Option<&ModerationJob>,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<DecideOutcome> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let media_id = media_id.as_str();
         match job {
             // A person decided: any analysis still queued is moot.

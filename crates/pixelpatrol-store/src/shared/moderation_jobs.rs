@@ -18,7 +18,7 @@ impl ModerationQueue for BackendStore {
         now: Timestamp,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let media_id = media_id.as_str();
         let now = now.millis();
         sqlx::query!(
@@ -42,7 +42,7 @@ impl ModerationQueue for BackendStore {
         lease_until: Timestamp,
         limit: i64,
     ) -> anyhow::Result<Vec<ModerationJob>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let rows =
             locks::lease_moderation_jobs(&mut tx, lease_token, now, lease_until, limit).await?;
         let leased: HashMap<MediaId, (i64, Timestamp)> = rows

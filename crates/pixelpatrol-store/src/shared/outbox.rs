@@ -122,7 +122,7 @@ impl Outbox for BackendStore {
         lease_token: &LeaseToken,
         lease_until: Timestamp,
     ) -> anyhow::Result<ClaimedDelivery> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         Self::insert_event(
             &mut tx,
             event,
@@ -160,7 +160,7 @@ impl Outbox for BackendStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         // One statement moves every delivery on. Only the lease holder does:
         // if its lease expired and another worker took over, that worker's
         // outcome decides (the attempt is still logged).
@@ -223,7 +223,7 @@ impl Outbox for BackendStore {
 
     async fn release_leases(&self, leases: &[(DeliveryId, LeaseToken)]) -> anyhow::Result<()> {
         let now = Timestamp::now().millis();
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         for (delivery_id, token) in leases {
             // Due at once again (on SQLite the claim had moved it to the
             // lease's end).

@@ -172,7 +172,7 @@ impl BackendStore {
 #[async_trait]
 impl People for BackendStore {
     async fn create_user(&self, user: &User) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let created = Self::insert_user(&mut tx, user).await?;
         tx.commit().await?;
         Ok(created)
@@ -201,7 +201,7 @@ impl People for BackendStore {
         password_hash: &str,
         now: Timestamp,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let (id, now) = (id.as_str(), now.millis());
         let updated = sqlx::query!(
             "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
@@ -228,7 +228,7 @@ impl People for BackendStore {
         now: Timestamp,
         audit: &AuditEntry,
     ) -> anyhow::Result<MemberChange> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let was_owner = Self::owner_before_change(&mut tx, site_id, user_id).await?;
         Self::upsert_member(&mut tx, site_id, user_id, role, now).await?;
         Self::finish_member_change(tx, site_id, was_owner, audit).await
@@ -240,7 +240,7 @@ impl People for BackendStore {
         user_id: &UserId,
         audit: &AuditEntry,
     ) -> anyhow::Result<MemberChange> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let was_owner = Self::owner_before_change(&mut tx, site_id, user_id).await?;
         let (site, user) = (site_id.as_str(), user_id.as_str());
         let removed = sqlx::query!(

@@ -27,7 +27,7 @@ impl Retention for BackendStore {
         // An event goes with its deliveries (and their attempts) once none
         // of them is pending, in one transaction: PostgreSQL's queue tables
         // have no foreign keys to cascade (its migration 0009 says why).
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let expired = sqlx::query_scalar!(
             "SELECT e.id FROM events e WHERE e.created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id \

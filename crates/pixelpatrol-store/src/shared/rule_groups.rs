@@ -122,7 +122,7 @@ impl RuleGroups for BackendStore {
         group: &RuleGroup,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         Self::write_rule_group(&mut tx, group, true).await?;
         Self::insert_audit_if(&mut tx, audit).await?;
         tx.commit().await?;
@@ -134,7 +134,7 @@ impl RuleGroups for BackendStore {
         group: &RuleGroup,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let updated = Self::write_rule_group(&mut tx, group, false).await?;
         if updated {
             Self::insert_audit_if(&mut tx, audit).await?;
@@ -149,7 +149,7 @@ impl RuleGroups for BackendStore {
         id: &RuleGroupId,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let site_id = site_id.as_str();
         let id = id.as_str();
         let result = sqlx::query!(

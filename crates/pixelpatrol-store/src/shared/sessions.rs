@@ -166,7 +166,7 @@ impl Sessions for BackendStore {
         keys: &[String],
         now: Timestamp,
     ) -> anyhow::Result<Timestamp> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         let mut until = now;
         let forgotten_before = now.plus_ms(-FAILURES_FORGOTTEN_AFTER_MS).millis();
         let now_ms = now.millis();
@@ -201,7 +201,7 @@ impl Sessions for BackendStore {
     }
 
     async fn clear_sign_in_failures(&self, keys: &[String]) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::locks::begin_write(&self.write).await?;
         for key in keys {
             sqlx::query!("DELETE FROM sign_in_failures WHERE throttle_key = $1", key)
                 .execute(&mut *tx)

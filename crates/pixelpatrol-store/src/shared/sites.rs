@@ -15,7 +15,7 @@ impl Sites for BackendStore {
         default_group: &RuleGroup,
         audit: Option<&AuditEntry>,
     ) -> anyhow::Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let id = site.id.as_str();
         let created_at = site.created_at.millis();
         let updated_at = site.updated_at.millis();
@@ -79,7 +79,7 @@ impl Sites for BackendStore {
     }
 
     async fn update_site(&self, site: &Site, audit: Option<&AuditEntry>) -> anyhow::Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         let updated_at = site.updated_at.millis();
         let id = site.id.as_str();
         let result = sqlx::query!(
@@ -107,7 +107,7 @@ impl Sites for BackendStore {
 
     async fn delete_site(&self, id: &SiteId) -> anyhow::Result<bool> {
         let id = id.as_str();
-        let mut tx = self.write.begin().await?;
+        let mut tx = locks::begin_write(&self.write).await?;
         // The site is locked first (`locks::lock_site`): the endpoints read
         // next are all it has, and every delivery a submission wrote for them
         // is committed and seen by the deletes below.

@@ -67,6 +67,13 @@ mod postgres_only {
     }
 }
 
+mod sqlite_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_from_another_process_on_the_same_file_waits_its_turn() {
+        super::a_write_from_another_process_on_the_same_file_waits_its_turn().await
+    }
+}
+
 /// The tests' epoch; [`t`] is a time after it.
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 const LEASE: i64 = 60_000;
@@ -2310,4 +2317,63 @@ async fn the_sweep_removes_deliveries_whose_endpoint_or_event_is_gone_and_only_t
     );
     assert_eq!(queue_rows(&db, &endpoint.id).await, (1, 1));
     assert_eq!(store.sweep_orphaned_deliveries().await.unwrap(), 0);
+}
+
+/// A `pixelpatrol` command writing to the file `serve` is using (here: a
+/// second store on the same SQLite file) while another connection holds the
+/// write lock: the store's transaction, which reads before it writes, waits
+/// for the lock and then succeeds. Begun deferred, it would have read an
+/// older snapshot and failed busy at its first write.
+async fn a_write_from_another_process_on_the_same_file_waits_its_turn() {
+    use pixelpatrol::model::{AuditEntry, AuditId, Role};
+    use sqlx::Connection as _;
+
+    let (db, store) = open(Backend::Sqlite).await;
+    let site = site(&store).await;
+    let user =
+        pixelpatrol::people::create_account(&store, "a@example.com", "a long password here", false)
+            .await
+            .unwrap()
+            .unwrap();
+
+    let mut other = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO settings (key, value) VALUES ('other', 'process')")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let audit = AuditEntry {
+        id: AuditId::generate(),
+        site_id: Some(site.id.clone()),
+        actor: None,
+        action: "member.added".into(),
+        target: Some(user.id.to_string()),
+        detail: json!({}),
+        created_at: T0,
+    };
+    let change = tokio::spawn({
+        let (store, site_id, user_id) = (store.clone(), site.id.clone(), user.id.clone());
+        async move {
+            store
+                .set_member(&site_id, &user_id, Role::Owner, T0, &audit)
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!change.is_finished(), "the change waits for the write lock");
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+
+    change
+        .await
+        .unwrap()
+        .expect("the change, once it has the lock");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM site_members WHERE role = 'owner'")
+            .await,
+        1
+    );
+    assert_eq!(
+        store.get_setting("other").await.unwrap().as_deref(),
+        Some("process")
+    );
 }
